@@ -1,0 +1,95 @@
+/**
+ * The one schema of every run option: name, type, default and help text. The CLI flags, the config file and
+ * the HWA_* environment variables are all generated from it (see @hwa/cli), so an option is added here once.
+ *
+ * Options are split in two: `training` options decide the numbers a run computes and must be identical in
+ * every process (they are hashed and checked in the hello/welcome handshake); `runtime` options say where and
+ * how this process runs (backend, addresses, folders) and may differ between hosts.
+ */
+import { z } from 'zod';
+
+const positiveInt = () => z.number().int().min(1);
+
+export const MODES = ['hwa', 'sgd', 'localsgd', 'swa', 'lawa', 'ema'] as const;
+export const MODELS = ['mlp', 'cnn', 'resnet20'] as const;
+export const DATASETS = ['mnist', 'fashion-mnist', 'cifar10', 'synthetic'] as const;
+export const BACKENDS = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export const WIRE_DTYPES = ['float32', 'float16', 'bfloat16'] as const;
+
+export const trainingShape = {
+  mode: z
+    .enum(MODES)
+    .default('hwa')
+    .describe(
+      'method: hwa (online+offline WA), sgd (K=1), localsgd (online only), swa (K=1 cumulative mean), lawa (K=1 sliding window), ema (K=1 exponential mean)',
+    ),
+  model: z.enum(MODELS).default('mlp').describe('network: mlp 784-256-128-10, cnn conv32-conv64-dense128, resnet20 (CIFAR, BatchNorm)'),
+  dataset: z.enum(DATASETS).default('mnist').describe('training and test data; synthetic is a small generated set for tests'),
+  trainLimit: z.number().int().min(0).default(0).describe('use only the first N training images (0 = all)'),
+  testLimit: z.number().int().min(0).default(0).describe('use only the first N test images (0 = all)'),
+  workers: z.number().int().min(1).max(256).optional().describe('K, parallel model copies (default 2 for hwa/localsgd, 1 otherwise)'),
+  syncPeriod: positiveInt().default(16).describe('H, local SGD steps between two online averages'),
+  window: positiveInt().default(16).describe('I, number of synchronized averages in the offline window'),
+  windowEvery: positiveInt().default(1).describe('push every N-th round into the offline window'),
+  offlineStart: z.number().min(0).default(0).describe('epoch from which averages enter the offline average (SWA start)'),
+  emaDecay: z.number().min(0).lt(1).default(0.9).describe('ema mode: weight of the past per sync round'),
+  restart: z.enum(['online', 'offline']).default('online').describe('workers restart each round from the online average or from the offline (HWA) average'),
+  momentumSync: z.enum(['keep', 'reset', 'average']).default('keep').describe('worker momentum at a sync: keep its own, reset to zero, or average it too'),
+  bn: z.enum(['recompute', 'average']).default('recompute').describe('BatchNorm statistics of an averaged model: recompute on training batches or average'),
+  bnBatches: positiveInt().default(8).describe('training batches used to recompute BatchNorm statistics'),
+  dataSplit: z.enum(['shuffle', 'shard']).default('shuffle').describe('each worker sees all data in its own order, or a disjoint shard'),
+  epochs: z.number().positive().default(1).describe('passes over each worker\'s data (may be fractional)'),
+  batchSize: positiveInt().default(64).describe('mini-batch size per worker'),
+  lr: z.number().positive().default(0.05).describe('peak learning rate'),
+  momentum: z.number().min(0).lt(1).default(0.9).describe('SGD momentum μ'),
+  weightDecay: z.number().min(0).default(0.0005).describe('L2 weight decay λ (added to the gradient)'),
+  schedule: z.enum(['constant', 'step', 'cosine']).default('constant').describe('learning-rate schedule after warm-up'),
+  warmupSteps: z.number().int().min(0).default(0).describe('linear warm-up steps'),
+  milestones: z.array(z.number().min(0)).default([]).describe('step schedule: epochs at which lr is multiplied by gamma'),
+  gamma: z.number().positive().default(0.1).describe('step schedule: decay factor'),
+  minLr: z.number().min(0).default(0).describe('cosine schedule: final learning rate'),
+  seed: z.number().int().min(0).default(0).describe('seed of initialization and data order'),
+  wireDtype: z.enum(WIRE_DTYPES).default('float32').describe('dtype of weights on the wire (averaging is always float32 or wider)'),
+  chunkFloats: z.number().int().min(0).default(0).describe('send weights in chunks of this many floats (0 = one frame)'),
+} as const;
+
+export const runtimeShape = {
+  backend: z.enum(BACKENDS).default('auto').describe('tfjs backend; auto tries tensorflow-gpu, tensorflow, wasm, cpu'),
+  inProcess: z.boolean().default(false).describe('simulate the K workers in one process (the reference trainer)'),
+  transport: z.enum(['ipc', 'tcp']).default('ipc').describe('ZeroMQ transport between launcher-started processes'),
+  gpus: z.array(z.number().int().min(0)).default([]).describe('one worker per listed GPU id (sets CUDA_VISIBLE_DEVICES per worker)'),
+  dataDir: z.string().default('').describe('folder with dataset files (default: bundled MNIST, else ~/.hwa/data/<dataset>)'),
+  outDir: z.string().default('').describe('run folder for logs, metrics and the exported model (default runs/<time>)'),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info').describe('log level'),
+  progress: z.enum(['auto', 'on', 'off']).default('auto').describe('progress bar (auto = on a TTY)'),
+} as const;
+
+export const trainingSchema = z.object(trainingShape).strict();
+export const runtimeSchema = z.object(runtimeShape).strict();
+export const runConfigSchema = z.object({ ...trainingShape, ...runtimeShape }).strict();
+
+/** Options that decide the numbers of a run; must match across all processes. */
+export type TrainingConfig = z.output<typeof trainingSchema>;
+/** Where and how one process runs. */
+export type RuntimeConfig = z.output<typeof runtimeSchema>;
+/** Everything `hwa train` takes. */
+export type RunConfig = z.output<typeof runConfigSchema>;
+export type Mode = (typeof MODES)[number];
+export type ModelName = (typeof MODELS)[number];
+export type DatasetName = (typeof DATASETS)[number];
+export type BackendChoice = (typeof BACKENDS)[number];
+export type WireDtype = (typeof WIRE_DTYPES)[number];
+
+export const TRAINING_KEYS = Object.keys(trainingShape) as (keyof TrainingConfig)[];
+
+/** The training part of a run config, keys in schema order. */
+export function trainingPart(config: TrainingConfig): TrainingConfig {
+  const out: Record<string, unknown> = {};
+  for (const key of TRAINING_KEYS) out[key] = config[key];
+  return out as TrainingConfig;
+}
+
+/** A run config of all defaults, with `overrides` applied and validated. */
+export function makeRunConfig(overrides: Partial<RunConfig> = {}): RunConfig {
+  return runConfigSchema.parse(overrides);
+}

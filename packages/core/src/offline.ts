@@ -1,0 +1,157 @@
+/**
+ * Offline weight averaging: averages of one sequence of weight vectors over time. HWA's window (LAWA-like),
+ * SWA's cumulative mean and the exponential moving average share one interface so the trainer is the same
+ * for every mode. Every update is O(N); state is kept in float64 so long runs do not drift.
+ */
+import { ConfigError } from './errors.js';
+
+export interface OfflineAverager {
+  /** Number of elements of each vector. */
+  readonly size: number;
+  /** How many vectors currently contribute to the average. */
+  readonly count: number;
+  /** Adds the next vector of the sequence (copied; the caller may reuse its buffer). */
+  push(v: Float32Array): void;
+  /** Writes the current average into `out` (length `size`); throws if nothing was pushed yet. */
+  averageInto(out: Float32Array): Float32Array;
+}
+
+function checkVector(size: number, v: Float32Array, what: string): void {
+  if (v.length !== size) throw new ConfigError(`${what}: vector has ${v.length} elements, expected ${size}`);
+}
+
+function checkSize(size: number): void {
+  if (!Number.isInteger(size) || size < 0) throw new ConfigError(`vector size must be a whole number ≥ 0, got ${size}`);
+}
+
+function emptyAverage(what: string): never {
+  throw new ConfigError(`${what}: no vector pushed yet, there is no average to read`);
+}
+
+function sumToAverage(sum: Float64Array, count: number, out: Float32Array): Float32Array {
+  for (let i = 0; i < sum.length; i++) out[i] = sum[i] / count;
+  return out;
+}
+
+/**
+ * The mean of the last `capacity` pushed vectors (HWA's offline window of I). A float64 running sum makes
+ * push O(N); every `capacity` pushes the sum is rebuilt exactly from the stored vectors, so rounding from the
+ * add/subtract pairs never accumulates (amortised cost stays O(N) per push).
+ */
+export class SlidingWindowAverage implements OfflineAverager {
+  readonly size: number;
+  private readonly slots: Float32Array[] = [];
+  private readonly sum: Float64Array;
+  private oldest = 0;
+  private pushesSinceResum = 0;
+
+  constructor(
+    size: number,
+    /** Window length I: how many of the latest vectors are averaged. */
+    readonly capacity: number,
+  ) {
+    checkSize(size);
+    if (!Number.isInteger(capacity) || capacity < 1)
+      throw new ConfigError(`window length must be a whole number ≥ 1, got ${capacity}`);
+    this.size = size;
+    this.sum = new Float64Array(size);
+  }
+
+  get count(): number {
+    return this.slots.length;
+  }
+
+  push(v: Float32Array): void {
+    checkVector(this.size, v, 'window push');
+    const sum = this.sum;
+    if (this.slots.length < this.capacity) {
+      this.slots.push(Float32Array.from(v));
+      for (let i = 0; i < sum.length; i++) sum[i] += v[i];
+    } else {
+      const slot = this.slots[this.oldest];
+      for (let i = 0; i < sum.length; i++) sum[i] += v[i] - slot[i];
+      slot.set(v);
+      this.oldest = (this.oldest + 1) % this.capacity;
+    }
+    if (++this.pushesSinceResum >= this.capacity) this.resum();
+  }
+
+  averageInto(out: Float32Array): Float32Array {
+    if (this.slots.length === 0) emptyAverage('window average');
+    checkVector(this.size, out, 'window average');
+    return sumToAverage(this.sum, this.slots.length, out);
+  }
+
+  /** Rebuilds the running sum exactly from the stored window. */
+  private resum(): void {
+    this.sum.fill(0);
+    for (const slot of this.slots) for (let i = 0; i < slot.length; i++) this.sum[i] += slot[i];
+    this.pushesSinceResum = 0;
+  }
+}
+
+/** SWA's running mean of every vector pushed so far. */
+export class CumulativeAverage implements OfflineAverager {
+  readonly size: number;
+  private readonly sum: Float64Array;
+  private pushed = 0;
+
+  constructor(size: number) {
+    checkSize(size);
+    this.size = size;
+    this.sum = new Float64Array(size);
+  }
+
+  get count(): number {
+    return this.pushed;
+  }
+
+  push(v: Float32Array): void {
+    checkVector(this.size, v, 'cumulative push');
+    for (let i = 0; i < this.sum.length; i++) this.sum[i] += v[i];
+    this.pushed++;
+  }
+
+  averageInto(out: Float32Array): Float32Array {
+    if (this.pushed === 0) emptyAverage('cumulative average');
+    checkVector(this.size, out, 'cumulative average');
+    return sumToAverage(this.sum, this.pushed, out);
+  }
+}
+
+/** Exponential moving average: e ← decay·e + (1−decay)·v, starting from the first vector. */
+export class ExponentialAverage implements OfflineAverager {
+  readonly size: number;
+  private readonly state: Float64Array;
+  private pushed = 0;
+
+  constructor(
+    size: number,
+    /** Weight of the past, in [0, 1). */
+    readonly decay: number,
+  ) {
+    checkSize(size);
+    if (!(decay >= 0 && decay < 1)) throw new ConfigError(`EMA decay must lie in [0, 1), got ${decay}`);
+    this.size = size;
+    this.state = new Float64Array(size);
+  }
+
+  get count(): number {
+    return this.pushed;
+  }
+
+  push(v: Float32Array): void {
+    checkVector(this.size, v, 'EMA push');
+    const s = this.state;
+    if (this.pushed === 0) for (let i = 0; i < s.length; i++) s[i] = v[i];
+    else for (let i = 0; i < s.length; i++) s[i] = this.decay * s[i] + (1 - this.decay) * v[i];
+    this.pushed++;
+  }
+
+  averageInto(out: Float32Array): Float32Array {
+    if (this.pushed === 0) emptyAverage('EMA');
+    checkVector(this.size, out, 'EMA');
+    for (let i = 0; i < out.length; i++) out[i] = this.state[i];
+    return out;
+  }
+}
