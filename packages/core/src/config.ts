@@ -6,6 +6,7 @@
  * every process (they are hashed and checked in the hello/welcome handshake); `runtime` options say where and
  * how this process runs (backend, addresses, folders) and may differ between hosts.
  */
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 
 const positiveInt = () => z.number().int().min(1);
@@ -92,4 +93,19 @@ export function trainingPart(config: TrainingConfig): TrainingConfig {
 /** A run config of all defaults, with `overrides` applied and validated. */
 export function makeRunConfig(overrides: Partial<RunConfig> = {}): RunConfig {
   return runConfigSchema.parse(overrides);
+}
+
+/**
+ * A short stable hash of the training options: every process of a run must compute the same numbers, so
+ * the coordinator refuses a worker whose hash differs (and names the differing keys, see diffTraining).
+ */
+export function configHash(config: TrainingConfig): string {
+  return createHash('sha256').update(JSON.stringify(trainingPart(config))).digest('hex').slice(0, 16);
+}
+
+/** The training keys whose values differ between two configs, as "key: a ≠ b" strings. */
+export function diffTraining(a: Partial<TrainingConfig>, b: Partial<TrainingConfig>): string[] {
+  return TRAINING_KEYS.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k])).map(
+    (k) => `${k}: ${JSON.stringify(a[k])} ≠ ${JSON.stringify(b[k])}`,
+  );
 }

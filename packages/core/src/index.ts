@@ -7,3 +7,4 @@ export * from './config.js';
 export * from './plan.js';
 export * from './hwa.js';
 export * from './data-order.js';
+export * from './metrics.js';

@@ -1,1 +1,11 @@
-export {};
+export * from './backend/names.js';
+export * from './backend/select.js';
+export * from './data/index.js';
+export * from './model.js';
+export * from './layout.js';
+export * from './batch.js';
+export * from './train-step.js';
+export * from './evaluate.js';
+export * from './local-trainer.js';
+export * from './export.js';
+export * from './reference.js';

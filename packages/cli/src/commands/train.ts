@@ -1,0 +1,194 @@
+/**
+ * `hwa train` (launcher: coordinator here + K worker processes), `hwa train --in-process` (the reference
+ * trainer), and `hwa coordinator` (the coordinator alone, for multi-node runs). All three report the same way
+ * and export the final offline (HWA) model.
+ */
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { ConfigError, HwaError, configHash, trainingPart, type RunConfig, type TrainingConfig } from '@hwa/core';
+import { Coordinator } from '@hwa/coordinator';
+import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
+import type { Logger } from 'pino';
+import { launchWorkers, stopWorkers, type LaunchedWorker } from '../launcher.js';
+import { createLogger } from '../logging.js';
+import { RunReporter } from '../report.js';
+import { makeRunFolder, writeCheckpoint } from '../run-folder.js';
+import { prepare } from '../setup.js';
+
+/** Thrown when SIGINT/SIGTERM stopped the run; the CLI exits 130. */
+export class Interrupted extends HwaError {
+  override readonly exitCode = 130;
+}
+
+/** Turns SIGINT/SIGTERM into an abort of `controller` for the duration of `body`. */
+async function withSignals<T>(controller: AbortController, log: Logger, body: () => Promise<T>): Promise<T> {
+  const onSignal = (signal: NodeJS.Signals) => {
+    log.warn({ event: 'run.interrupted', signal }, `${signal}: stopping the run`);
+    controller.abort(new Interrupted(`stopped by ${signal}`));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    return await body();
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function resolvedWorkers(config: RunConfig): RunConfig {
+  if (config.gpus.length > 0) {
+    if (config.workers !== undefined && config.workers !== config.gpus.length)
+      throw new ConfigError(`--workers ${config.workers} and --gpus ${config.gpus.join(',')} disagree: one worker runs per listed GPU`);
+    return { ...config, workers: config.gpus.length };
+  }
+  return config;
+}
+
+function showProgress(config: RunConfig): boolean {
+  return config.progress === 'on' || (config.progress === 'auto' && Boolean(process.stderr.isTTY));
+}
+
+export async function train(input: RunConfig): Promise<void> {
+  const config = resolvedWorkers(input);
+  const dir = makeRunFolder(config);
+  const log = createLogger({ level: config.logLevel, bindings: { role: config.inProcess ? 'trainer' : 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
+  log.info({ event: 'run.config', dir, config }, `run folder ${dir}`);
+  const prepared = await prepare(config, log);
+  // Fix K in the config every process reads, so that all of them hash the same options.
+  const fixed: RunConfig = { ...config, workers: prepared.plan.workers };
+  makeRunFolder({ ...fixed, outDir: dir });
+  const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed));
+  const controller = new AbortController();
+  const extra = { backend: prepared.backend, configHash: configHash(fixed) };
+  try {
+    if (fixed.inProcess) {
+      const result = await withSignals(controller, log, () =>
+        trainInProcess(trainingPart(fixed), prepared.data, {
+          onRound: (r) => reporter.round(r),
+          onEval: (e) => reporter.evaluation(e),
+          shouldStop: () => controller.signal.aborted,
+        }),
+      );
+      reporter.stopProgress();
+      if (controller.signal.aborted) {
+        const file = writeCheckpoint(dir, { round: result.rounds.length, online: result.online, offline: result.offline, configHash: extra.configHash });
+        log.warn({ event: 'checkpoint.written', file }, `checkpoint of round ${result.rounds.length} written to ${file}`);
+        throw controller.signal.reason;
+      }
+      writeCheckpoint(dir, { round: result.rounds.length, online: result.online, offline: result.offline, configHash: extra.configHash });
+      await exportModel(result.trainer, result.offline, dir, log);
+    } else {
+      const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
+      const result = await runCoordinator({
+        config: fixed,
+        dir,
+        log,
+        trainer,
+        reporter,
+        controller,
+        bind: localEndpoint(fixed.transport),
+        spawnWorkers: true,
+      });
+      await exportModel(trainer, result.offline, dir, log);
+    }
+  } finally {
+    reporter.stopProgress();
+  }
+  reporter.finish(fixed, extra);
+  log.info({ event: 'run.exported', dir: join(dir, 'model') }, `offline (HWA) model exported to ${join(dir, 'model')}`);
+}
+
+function localEndpoint(transport: 'ipc' | 'tcp'): string {
+  return transport === 'ipc'
+    ? `ipc://${join(tmpdir(), `hwa-${process.pid}-${randomBytes(4).toString('hex')}.sock`)}`
+    : 'tcp://127.0.0.1:*';
+}
+
+async function exportModel(trainer: LocalTrainer, offline: Float32Array, dir: string, log: Logger): Promise<void> {
+  trainer.prepareForEval(offline);
+  await saveLayersModel(trainer.model, join(dir, 'model'));
+  log.debug({ event: 'model.saved', dir: join(dir, 'model') });
+}
+
+interface CoordinatorRun {
+  config: RunConfig;
+  dir: string;
+  log: Logger;
+  trainer: LocalTrainer;
+  reporter: RunReporter;
+  controller: AbortController;
+  bind: string;
+  /** Start K local worker processes once bound (`hwa train`), or wait for remote ones (`hwa coordinator`). */
+  spawnWorkers: boolean;
+}
+
+/** Runs the coordinator (and, for `hwa train`, its workers) to the end or to the first failure. */
+async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array; offline: Float32Array }> {
+  const { config, dir, log, trainer, reporter, controller } = o;
+  const training: TrainingConfig = trainingPart(config);
+  const hash = configHash(config);
+  let workers: LaunchedWorker[] = [];
+  const coordinator = new Coordinator({
+    config: training,
+    configHash: hash,
+    plan: trainer.plan,
+    modelSize: trainer.layout.modelSize,
+    syncSize: trainer.syncSize,
+    initial: trainer.initialVector(),
+    bind: o.bind,
+    log,
+    signal: controller.signal,
+    onBound: (endpoint) => {
+      if (!o.spawnWorkers) return;
+      workers = launchWorkers({
+        workers: trainer.plan.workers,
+        gpus: config.gpus,
+        connect: endpoint,
+        configFile: join(dir, 'config.json'),
+        runDir: dir,
+        onUnexpectedExit: (failure) => controller.abort(failure),
+      });
+      for (const w of workers)
+        log.info(
+          { event: 'worker.started', rank: w.rank, pid: w.pid, cudaVisibleDevices: config.gpus[w.rank] ?? process.env.CUDA_VISIBLE_DEVICES ?? null },
+          `worker ${w.rank} started, pid ${w.pid}${config.gpus.length ? `, CUDA_VISIBLE_DEVICES=${config.gpus[w.rank]}` : ''}`,
+        );
+    },
+    onRound: (r) => reporter.round(r),
+    onEval: (e) => reporter.evaluation(e),
+  });
+  try {
+    const result = await withSignals(controller, log, () => coordinator.run());
+    writeCheckpoint(dir, { round: result.rounds, online: result.online, offline: result.offline, configHash: hash });
+    // Workers exit by themselves after 'done'; give them a moment, then make sure.
+    await Promise.race([Promise.all(workers.map((w) => w.exited)), new Promise((r) => setTimeout(r, 10_000).unref())]);
+    return result;
+  } catch (error) {
+    reporter.stopProgress();
+    await stopWorkers(workers);
+    const state = coordinator.snapshot();
+    if (state.rounds > 0) {
+      const file = writeCheckpoint(dir, { round: state.rounds, online: state.online, offline: state.offline, configHash: hash });
+      log.warn({ event: 'checkpoint.written', file, round: state.rounds }, `checkpoint of round ${state.rounds} written to ${file}`);
+    }
+    throw error;
+  } finally {
+    await stopWorkers(workers);
+  }
+}
+
+/** `hwa coordinator --bind ADDR`: the coordinator alone; K workers join from other hosts. */
+export async function coordinate(config: RunConfig & { bind: string }): Promise<void> {
+  const dir = makeRunFolder(config);
+  const log = createLogger({ level: config.logLevel, bindings: { role: 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
+  const prepared = await prepare(config, log);
+  const fixed: RunConfig = { ...config, workers: prepared.plan.workers };
+  const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
+  const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed));
+  const controller = new AbortController();
+  const result = await runCoordinator({ config: fixed, dir, log, trainer, reporter, controller, bind: config.bind, spawnWorkers: false });
+  await exportModel(trainer, result.offline, dir, log);
+  reporter.finish(fixed, { backend: prepared.backend, configHash: configHash(fixed) });
+}

@@ -1,0 +1,33 @@
+/** `hwa worker --connect ADDR --rank R`: one worker process (started by `hwa train` or by hand/compose). */
+import { ConfigError, trainingPart, type RunConfig } from '@hwa/core';
+import { LocalTrainer } from '@hwa/engine';
+import { runWorker } from '@hwa/worker';
+import { createLogger } from '../logging.js';
+import { prepare } from '../setup.js';
+import { Interrupted } from './train.js';
+
+export async function work(config: RunConfig & { connect: string; rank: number; receiveTimeout: number }): Promise<void> {
+  const log = createLogger({ level: config.logLevel, bindings: { role: 'worker', rank: config.rank }, console: 'json' });
+  const controller = new AbortController();
+  const stop = (why: string) => () => controller.abort(new Interrupted(why));
+  process.once('SIGINT', stop('stopped by SIGINT'));
+  process.once('SIGTERM', stop('stopped by SIGTERM'));
+  // Started by the launcher: its IPC channel closing means the launcher is gone, so this worker is orphaned.
+  process.once('disconnect', stop('the launcher went away'));
+  log.info({ event: 'worker.started', pid: process.pid, cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null });
+  const prepared = await prepare(config, log);
+  if (config.rank >= prepared.plan.workers)
+    throw new ConfigError(`--rank ${config.rank} is out of range for ${prepared.plan.workers} workers (ranks 0..${prepared.plan.workers - 1})`);
+  const trainer = new LocalTrainer(trainingPart(config), prepared.plan, config.rank, prepared.data);
+  await runWorker({
+    config: trainingPart(config),
+    rank: config.rank,
+    connect: config.connect,
+    trainer,
+    backend: prepared.backend.selected,
+    log,
+    signal: controller.signal,
+    receiveTimeoutMs: config.receiveTimeout > 0 ? config.receiveTimeout * 1000 : undefined,
+  });
+  process.disconnect?.();
+}

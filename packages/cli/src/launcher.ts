@@ -1,0 +1,106 @@
+/**
+ * Starts K worker processes on this machine (`hwa train`), one per GPU when --gpus is given: worker k runs
+ * with CUDA_VISIBLE_DEVICES=<gpus[k]>, so each process sees exactly one device as GPU 0. Keeps each worker's
+ * log in the run folder and its last line, to name a crash; stops them all on the way out.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WorkerFailure } from '@hwa/core';
+
+export interface LaunchedWorker {
+  rank: number;
+  pid: number;
+  child: ChildProcess;
+  /** The last few lines the worker printed (stdout logs and stderr). */
+  lastLines: string[];
+  /** Resolves when the process has exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export interface LaunchOptions {
+  workers: number;
+  /** GPU ids, one per worker; empty = leave CUDA_VISIBLE_DEVICES as inherited. */
+  gpus: readonly number[];
+  /** Coordinator endpoint the workers connect to. */
+  connect: string;
+  /** The run's config.json (every worker reads the same file). */
+  configFile: string;
+  runDir: string;
+  /** Called when a worker exits before the run is over. */
+  onUnexpectedExit(failure: WorkerFailure): void;
+}
+
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+const KEEP_LINES = 5;
+
+export function launchWorkers(o: LaunchOptions): LaunchedWorker[] {
+  return Array.from({ length: o.workers }, (_, rank) => {
+    const env: NodeJS.ProcessEnv = { ...process.env, HWA_RANK: String(rank), HWA_WORLD_SIZE: String(o.workers) };
+    if (o.gpus.length > 0) env.CUDA_VISIBLE_DEVICES = String(o.gpus[rank]);
+    // The IPC channel only serves as a lifeline: a worker exits when it closes (the launcher died).
+    const child = spawn(
+      process.execPath,
+      [MAIN, 'worker', '--config', o.configFile, '--connect', o.connect, '--rank', String(rank)],
+      { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
+    );
+    const log = createWriteStream(join(o.runDir, `worker-${rank}.log`));
+    const lastLines: string[] = [];
+    const keep = (chunk: Buffer) => {
+      log.write(chunk);
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (!line.trim()) continue;
+        lastLines.push(line);
+        if (lastLines.length > KEEP_LINES) lastLines.shift();
+      }
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const worker: LaunchedWorker = {
+      rank,
+      pid: child.pid ?? -1,
+      child,
+      lastLines,
+      exited: new Promise((resolve) => {
+        child.on('exit', (code, signal) => {
+          log.end();
+          resolve({ code, signal });
+        });
+      }),
+    };
+    child.on('error', (e) => o.onUnexpectedExit(new WorkerFailure(`worker ${rank} could not start: ${e.message}`, rank)));
+    void worker.exited.then(({ code, signal }) => {
+      if (code === 0) return;
+      o.onUnexpectedExit(
+        new WorkerFailure(
+          `worker ${rank} (pid ${worker.pid}) exited with ${signal ? `signal ${signal}` : `code ${code}`}; last log line: ${describeLine(lastLines.at(-1))} (full log: ${join(o.runDir, `worker-${rank}.log`)})`,
+          rank,
+        ),
+      );
+    });
+    return worker;
+  });
+}
+
+/** A worker's JSON log line as "msg (err)" for humans; other text as is. */
+function describeLine(line: string | undefined): string {
+  if (!line) return '(none)';
+  try {
+    const parsed = JSON.parse(line) as { msg?: string; err?: { message?: string } };
+    return parsed.err?.message ?? parsed.msg ?? line;
+  } catch {
+    return line;
+  }
+}
+
+/** SIGTERM every live worker, SIGKILL what is left after `graceMs`, and wait until all have exited. */
+export async function stopWorkers(workers: readonly LaunchedWorker[], graceMs = 5000): Promise<void> {
+  const live = workers.filter((w) => w.child.exitCode === null && w.child.signalCode === null);
+  for (const w of live) w.child.kill('SIGTERM');
+  const timer = setTimeout(() => {
+    for (const w of live) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+  }, graceMs);
+  await Promise.all(live.map((w) => w.exited));
+  clearTimeout(timer);
+}

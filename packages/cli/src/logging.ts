@@ -1,0 +1,48 @@
+/**
+ * pino loggers for each process role. Every line carries {role, rank}; events are named `noun.verb`.
+ * The launcher writes JSON to the run folder and human-readable lines to stderr; worker processes write
+ * JSON to stdout, which the launcher stores per rank (and whose last line names a crash).
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+
+export interface LoggerOptions {
+  level: LogLevel;
+  /** Bound to every line: role and rank. */
+  bindings: { role: string; rank?: number };
+  /** JSON log file (created with its folder); omitted = none. */
+  file?: string;
+  /** Where humans read: pretty lines on stderr, or JSON lines on stdout (worker processes). */
+  console: 'pretty' | 'json' | 'none';
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const streams: pino.StreamEntry[] = [];
+  if (options.file) {
+    mkdirSync(dirname(options.file), { recursive: true });
+    streams.push({ level: options.level, stream: pino.destination({ dest: options.file, sync: true, mkdir: true }) });
+  }
+  if (options.console === 'pretty') {
+    const colorize = Boolean(process.stderr.isTTY);
+    streams.push({
+      level: options.level,
+      // Humans get the message; the fields are in the JSON log file (and on screen at debug level).
+      stream: pretty({
+        destination: 2,
+        sync: true,
+        colorize,
+        ignore: 'pid,hostname',
+        translateTime: 'HH:MM:ss',
+        hideObject: options.level !== 'debug' && options.level !== 'trace',
+        singleLine: true,
+      }),
+    });
+  } else if (options.console === 'json') {
+    streams.push({ level: options.level, stream: pino.destination({ dest: 1, sync: true }) });
+  }
+  return pino({ level: options.level, base: options.bindings }, pino.multistream(streams));
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/**
+ * The `hwa` command line. Every training option comes from the one schema in @hwa/core (flags, HWA_* env
+ * variables and --config files are generated from it, see options.ts).
+ *
+ *   hwa train [--workers K | --gpus 0,1,..] [--in-process] [options]   launch a run on this machine
+ *   hwa coordinator --bind tcp://0.0.0.0:5555 --workers K [options]     multi-node: the coordinator alone
+ *   hwa worker --connect tcp://HOST:5555 --rank R [options]             multi-node: one worker
+ *   hwa data download mnist|fashion-mnist|cifar10 [--dir D]             fetch a dataset (needs internet)
+ *   hwa bench comm [options]                                            communication benchmark
+ */
+import { Command, Option } from 'commander';
+import { z } from 'zod';
+import { HwaError, runConfigSchema } from '@hwa/core';
+import { DOWNLOADABLE_DATASETS, type DownloadableDataset } from '@hwa/engine';
+import { downloadDataset } from './commands/data.js';
+import { coordinate, train } from './commands/train.js';
+import { work } from './commands/worker.js';
+import { createLogger } from './logging.js';
+import { addSchemaOptions, configFileOption, formatConfigTable, resolveRunConfig } from './options.js';
+
+const coordinatorSchema = runConfigSchema
+  .extend({ bind: z.string().default('tcp://0.0.0.0:5555').describe('ZeroMQ endpoint the coordinator binds') })
+  .strict();
+const workerSchema = runConfigSchema
+  .extend({
+    connect: z.string().min(1).describe('coordinator endpoint, e.g. tcp://10.0.0.1:5555 (env HWA_COORDINATOR)'),
+    rank: z.number().int().min(0).describe('this worker\'s rank in [0, K)'),
+    receiveTimeout: z.number().min(0).default(0).describe('seconds to wait for the coordinator before giving up (0 = forever)'),
+  })
+  .strict();
+
+const ENV_ALIASES = { HWA_WORLD_SIZE: 'workers' };
+
+let debug = process.argv.includes('--log-level') && process.argv[process.argv.indexOf('--log-level') + 1] === 'debug';
+
+function resolve<S extends z.ZodObject>(schema: S, opts: Record<string, unknown>, aliases: Record<string, string> = ENV_ALIASES) {
+  const resolved = resolveRunConfig({ flags: opts, env: process.env, configFile: opts.config as string | undefined, schema, envAliases: aliases });
+  debug ||= (resolved.config as { logLevel?: string }).logLevel === 'debug';
+  if (opts.dryRun) {
+    process.stdout.write(formatConfigTable(resolved.config as object, resolved.sources, resolved.origins) + '\n');
+    return null;
+  }
+  return resolved.config;
+}
+
+const program = new Command('hwa')
+  .description('Distributed training with Hierarchical Weight Averaging (online + offline weight averaging)')
+  .showHelpAfterError()
+  .configureOutput({ outputError: (text, write) => write(text) });
+
+addSchemaOptions(program.command('train').description('train on this machine: a coordinator and K worker processes (or --in-process)'), runConfigSchema)
+  .addOption(configFileOption())
+  .option('--dry-run', 'print the resolved options with their sources and exit')
+  .action(async (opts: Record<string, unknown>) => {
+    const config = resolve(runConfigSchema, opts);
+    if (config) await train(config);
+  });
+
+addSchemaOptions(program.command('coordinator').description('run the coordinator alone; K workers join with `hwa worker`'), coordinatorSchema)
+  .addOption(configFileOption())
+  .option('--dry-run', 'print the resolved options with their sources and exit')
+  .action(async (opts: Record<string, unknown>) => {
+    const config = resolve(coordinatorSchema, opts);
+    if (config) await coordinate(config);
+  });
+
+addSchemaOptions(program.command('worker').description('run one worker that joins a coordinator'), workerSchema)
+  .addOption(configFileOption())
+  .option('--dry-run', 'print the resolved options with their sources and exit')
+  .action(async (opts: Record<string, unknown>) => {
+    const config = resolve(workerSchema, opts, { ...ENV_ALIASES, HWA_COORDINATOR: 'connect' });
+    if (config) await work(config);
+  });
+
+const data = program.command('data').description('datasets');
+data
+  .command('download')
+  .description('download a dataset\'s public files (needs internet)')
+  .addArgument(new Command().createArgument('<name>', 'dataset').choices(DOWNLOADABLE_DATASETS))
+  .option('--dir <dir>', 'target folder (default ~/.hwa/data/<name>)')
+  .action(async (name: DownloadableDataset, opts: { dir?: string }) => {
+    await downloadDataset(name, opts.dir, createLogger({ level: 'info', bindings: { role: 'cli' }, console: 'pretty' }));
+  });
+
+program.addOption(new Option('--version', 'print the version').hideHelp());
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof HwaError) {
+    process.stderr.write(`hwa: ${error.message}\n`);
+    if (debug && error.stack) process.stderr.write(`${error.stack}\n`);
+    process.exit(error.exitCode);
+  }
+  const e = error as Error;
+  process.stderr.write(`hwa: unexpected error: ${e?.message ?? String(error)}\n${e?.stack ?? ''}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,484 @@
+/**
+ * Flags, `HWA_*` env variables and the `--config` file, all generated from the one zod schema in
+ * `@hwa/core` (config.ts), and resolved with the precedence flag > env > file > default.
+ *
+ * What each option is comes from `z.toJSONSchema` (type, enum values, default, bounds, description), so a
+ * new option in the schema gets its flag, env variable, file key, help line and error messages for free.
+ * Bad values are reported from zod's own issues, one line each, naming the option the way the user wrote it:
+ *
+ *     --mode: 'hwx' is not one of hwa, sgd, localsgd, swa, lawa, ema
+ *     HWA_SYNC_PERIOD: must be a whole number ≥ 1, got 0
+ *     sync-period in demo.yaml (line 3): must be a whole number ≥ 1, got 0
+ *
+ * Typical use (main.ts):
+ *
+ *     const train = addSchemaOptions(new Command('train'), runConfigSchema).addOption(configFileOption());
+ *     train.action((opts) => {
+ *       const { config, sources } = resolveRunConfig({ flags: opts, env: process.env, configFile: opts.config });
+ *       log.info(formatConfigTable(config, sources));
+ *     });
+ */
+import { Command, Option } from 'commander';
+import { z } from 'zod';
+import { ConfigError, runConfigSchema } from '@hwa/core';
+import { kebabCase, readConfigFile, upperSnakeCase } from './config-file.js';
+
+/** A record of zod schemas by option key, like `trainingShape` and `runtimeShape` in `@hwa/core`. */
+export type SchemaShape = Readonly<Record<string, z.ZodType>>;
+
+/** Where a resolved value came from, strongest first. */
+export type ConfigSource = 'flag' | 'env' | 'file' | 'default';
+
+/** How the text of a flag or env variable is turned into a value. */
+export type OptionKind = 'string' | 'enum' | 'number' | 'integer' | 'boolean' | 'number-list' | 'integer-list';
+
+/** Bounds of a number (or of each number of a list), as the schema states them. */
+export interface NumberRange {
+  readonly min?: number;
+  readonly max?: number;
+  /** `min` itself is not allowed (`> min` rather than `≥ min`). */
+  readonly minExclusive?: boolean;
+  readonly maxExclusive?: boolean;
+}
+
+/** Everything the CLI needs to know about one option, derived from the schema. */
+export interface OptionSpec {
+  /** Schema key, camelCase: `syncPeriod`. */
+  readonly key: string;
+  /** `--sync-period`; also the spelling suggested in config files (without the dashes). */
+  readonly flag: string;
+  /** `HWA_SYNC_PERIOD`. */
+  readonly env: string;
+  readonly kind: OptionKind;
+  /** The schema's description, without the generated suffix. */
+  readonly description: string;
+  /** Allowed values of an `enum` option. */
+  readonly choices?: readonly string[];
+  /** True when the schema supplies a default; false for options that stay unset (e.g. `workers`). */
+  readonly hasDefault: boolean;
+  readonly default?: unknown;
+  /** Bounds of a number, or of each entry of a list. */
+  readonly range: NumberRange;
+  /** Full help line: description, allowed values, default and env variable. */
+  readonly help: string;
+}
+
+/** What {@link resolveRunConfig} returns. */
+export interface ResolvedConfig<C> {
+  /** The validated config, defaults filled in. */
+  readonly config: C;
+  /** Which layer each key's value came from. */
+  readonly sources: Record<keyof C & string, ConfigSource>;
+  /**
+   * The exact origin of each non-default value as the user wrote it: `--lr`, `HWA_WORLD_SIZE`,
+   * `lr in demo.yaml (line 4)`; absent for defaults.
+   */
+  readonly origins: Partial<Record<keyof C & string, string>>;
+}
+
+/** Input of {@link resolveRunConfig}. */
+export interface ResolveOptions<S extends z.ZodObject> {
+  /**
+   * Parsed flags, typically `command.opts()` of a command built with {@link addSchemaOptions}. Keys not in the
+   * schema (e.g. `config`) are ignored; `undefined` means "not given". Strings are parsed like env values, so
+   * hand-built flag records work too.
+   */
+  readonly flags?: Readonly<Record<string, unknown>>;
+  /** Environment, typically `process.env`. Empty variables count as unset. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Path of a `.yaml`/`.yml`/`.json` config file (the `--config` flag), if any. */
+  readonly configFile?: string;
+  /** The schema to resolve; default `runConfigSchema` of `@hwa/core`. */
+  readonly schema?: S;
+  /**
+   * Extra env names for schema keys, e.g. `{ HWA_WORLD_SIZE: 'workers' }` for the torchrun-style variables of
+   * the worker and coordinator commands. The generated name (`HWA_WORKERS`) wins when both are set.
+   */
+  readonly envAliases?: Readonly<Record<string, string>>;
+}
+
+const SAFE = Number.MAX_SAFE_INTEGER;
+const specCache = new WeakMap<object, readonly OptionSpec[]>();
+
+/**
+ * The option specs of a schema shape (or a `z.object`), in key order. Computed once per shape.
+ *
+ * @throws Error if a key's type cannot be expressed as a flag (a programming error in the schema).
+ */
+export function optionSpecs(shape: SchemaShape | z.ZodObject): readonly OptionSpec[] {
+  const object = shape instanceof z.ZodObject ? shape : z.object(shape);
+  const cacheKey = shape instanceof z.ZodObject ? shape.shape : shape;
+  const cached = specCache.get(cacheKey);
+  if (cached) return cached;
+  // io 'input' because that is what a user writes: options with a default are optional and carry `default`.
+  const json = z.toJSONSchema(object, { io: 'input', unrepresentable: 'any' });
+  const props = json.properties ?? {};
+  const specs = Object.keys(object.shape).map((key) => specFromJson(key, props[key]));
+  specCache.set(cacheKey, specs);
+  return specs;
+}
+
+type Json = z.core.JSONSchema.JSONSchema;
+
+function specFromJson(key: string, prop: z.core.JSONSchema._JSONSchema | undefined): OptionSpec {
+  const p: Json = typeof prop === 'object' ? prop : {};
+  const items: Json = typeof p.items === 'object' && !Array.isArray(p.items) ? p.items : {};
+  let kind: OptionKind;
+  let choices: readonly string[] | undefined;
+  let range: NumberRange = {};
+  if (Array.isArray(p.enum) && p.enum.every((v) => typeof v === 'string')) {
+    kind = 'enum';
+    choices = p.enum as string[];
+  } else if (p.type === 'integer' || p.type === 'number') {
+    kind = p.type;
+    range = rangeOf(p);
+  } else if (p.type === 'boolean') {
+    kind = 'boolean';
+  } else if (p.type === 'array' && (items.type === 'integer' || items.type === 'number')) {
+    kind = items.type === 'integer' ? 'integer-list' : 'number-list';
+    range = rangeOf(items);
+  } else if (p.type === 'string' || p.type === undefined) {
+    // Untyped (unrepresentable) options are passed through as text and judged by zod itself.
+    kind = 'string';
+  } else {
+    throw new Error(`schema option '${key}' has type ${JSON.stringify(p.type)}, which has no flag syntax`);
+  }
+  const flag = `--${kebabCase(key)}`;
+  const env = `HWA_${upperSnakeCase(key)}`;
+  const hasDefault = 'default' in p;
+  const base = { key, flag, env, kind, description: p.description ?? '', hasDefault, range };
+  const spec: OptionSpec = {
+    ...base,
+    ...(choices ? { choices } : {}),
+    ...(hasDefault ? { default: p.default } : {}),
+    help: '',
+  };
+  return { ...spec, help: helpText(spec) };
+}
+
+function rangeOf(p: Json): NumberRange {
+  const r: { min?: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean } = {};
+  // Draft 2020-12 numeric exclusives; zod's int() adds ±MAX_SAFE_INTEGER bounds that only clutter messages.
+  if (typeof p.exclusiveMinimum === 'number') Object.assign(r, { min: p.exclusiveMinimum, minExclusive: true });
+  else if (typeof p.minimum === 'number' && p.minimum > -SAFE) r.min = p.minimum;
+  if (typeof p.exclusiveMaximum === 'number') Object.assign(r, { max: p.exclusiveMaximum, maxExclusive: true });
+  else if (typeof p.maximum === 'number' && p.maximum < SAFE) r.max = p.maximum;
+  return r;
+}
+
+/** "a whole number ≥ 1", "a number ≥ 0 and < 1", "one of a, b": what the option accepts. */
+function allowed(spec: Pick<OptionSpec, 'kind' | 'choices' | 'range'>): string {
+  const bounds = (r: NumberRange): string => {
+    const parts: string[] = [];
+    if (r.min !== undefined) parts.push(`${r.minExclusive ? '>' : '≥'} ${r.min}`);
+    if (r.max !== undefined) parts.push(`${r.maxExclusive ? '<' : '≤'} ${r.max}`);
+    return parts.length ? ` ${parts.join(' and ')}` : '';
+  };
+  switch (spec.kind) {
+    case 'enum':
+      return `one of ${(spec.choices ?? []).join(', ')}`;
+    case 'integer':
+      return `a whole number${bounds(spec.range)}`;
+    case 'number':
+      return `a number${bounds(spec.range)}`;
+    case 'boolean':
+      return 'true or false';
+    case 'integer-list':
+      return `a comma-separated list of whole numbers${bounds(spec.range)}`;
+    case 'number-list':
+      return `a comma-separated list of numbers${bounds(spec.range)}`;
+    case 'string':
+      return 'text';
+  }
+}
+
+function helpText(spec: OptionSpec): string {
+  const notes: string[] = [];
+  if (spec.kind === 'enum') notes.push(`one of ${(spec.choices ?? []).join(', ')}`);
+  else if (spec.kind !== 'string' && spec.kind !== 'boolean') notes.push(allowed(spec).replace(/^an? /, ''));
+  // An empty default is documented by the description itself ("default: runs/<time>"), so it is not repeated.
+  if (spec.hasDefault && spec.default !== '') {
+    const d = spec.default;
+    notes.push(`default: ${Array.isArray(d) && d.length === 0 ? 'none' : typeof d === 'string' ? d : showValue(d)}`);
+  }
+  notes.push(`env ${spec.env}`);
+  return `${spec.description} (${notes.join('; ')})`.trim();
+}
+
+/**
+ * Adds one commander option per schema key: `--kebab-case <value>`, help text from the schema, and a parser
+ * that turns numbers into numbers and comma lists into arrays. Booleans get `--flag` and `--no-flag`.
+ *
+ * No commander defaults are set, so an option the user did not give is `undefined` in `command.opts()`;
+ * {@link resolveRunConfig} needs that to let env, file and schema default fill it in. Enum values and ranges
+ * are checked there too, so that every bad value is reported in the same words.
+ *
+ * @param only - schema keys to add (default: all), e.g. the training keys for a worker command.
+ * @throws ConfigError from `command.parse()` when a number or list flag is not a number (`--lr: 'abc' is not
+ *   a number`); it propagates past commander, so catch it where the CLI prints errors.
+ */
+export function addSchemaOptions(
+  command: Command,
+  shape: SchemaShape | z.ZodObject,
+  options: { readonly only?: readonly string[] } = {},
+): Command {
+  const specs = optionSpecs(shape);
+  const only = options.only;
+  if (only) {
+    const missing = only.filter((k) => !specs.some((s) => s.key === k));
+    if (missing.length) throw new Error(`addSchemaOptions: not schema keys: ${missing.join(', ')}`);
+  }
+  for (const spec of specs) {
+    if (only && !only.includes(spec.key)) continue;
+    if (spec.kind === 'boolean') {
+      command.addOption(checked(new Option(spec.flag, spec.help), spec.key));
+      command.addOption(checked(new Option(`--no-${spec.flag.slice(2)}`, `turn ${spec.flag} off`), spec.key));
+      continue;
+    }
+    const option = checked(new Option(`${spec.flag} <${valueName(spec)}>`, spec.help), spec.key);
+    if (spec.kind !== 'string' && spec.kind !== 'enum') {
+      // A later repetition replaces an earlier one, like every other flag; lists are given as one comma list.
+      option.argParser((raw: string) => parseText(spec, raw, spec.flag));
+    }
+    command.addOption(option);
+  }
+  return command;
+}
+
+/** The `--config <file>` option, for commands that accept a config file. */
+export function configFileOption(): Option {
+  return new Option(
+    '--config <file>',
+    'YAML (.yaml, .yml) or JSON (.json) file of options, keys as in the flags (sync-period or syncPeriod); flags and HWA_* env variables override it',
+  );
+}
+
+function checked(option: Option, key: string): Option {
+  // Commander derives the opts() key from the flag; if our kebab-case ever disagrees, fail loudly at startup.
+  if (option.attributeName() !== key) {
+    throw new Error(`flag ${option.long} maps to '${option.attributeName()}', not schema key '${key}'`);
+  }
+  return option;
+}
+
+function valueName(spec: OptionSpec): string {
+  switch (spec.kind) {
+    case 'enum':
+      // `--mode <mode>` reads well; `--momentum-sync <momentum-sync>` only widens the help column.
+      return spec.key.length <= 8 ? kebabCase(spec.key) : 'choice';
+    case 'integer':
+      return 'n';
+    case 'number':
+      return 'x';
+    case 'integer-list':
+    case 'number-list':
+      return 'list';
+    default:
+      return spec.key === 'dataDir' || spec.key === 'outDir' ? 'dir' : 'text';
+  }
+}
+
+/**
+ * Turns the text of a flag or env variable into the option's type. Only the syntax is checked here (is it a
+ * number at all?); ranges and enum values are left to the schema so they are reported in one place.
+ *
+ * @param label - how the user wrote the option, for the message: `--lr`, `HWA_LR`.
+ * @throws ConfigError `--lr: 'abc' is not a number`.
+ */
+export function parseText(spec: Pick<OptionSpec, 'kind'>, raw: string, label: string): unknown {
+  switch (spec.kind) {
+    case 'number':
+    case 'integer':
+      return toNumber(raw, label);
+    case 'integer-list':
+    case 'number-list': {
+      const parts = raw
+        .split(/[,\s]+/)
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
+      return parts.map((s) => toNumber(s, label, ' (expected a comma-separated list such as 0,1,2)'));
+    }
+    case 'boolean': {
+      const v = raw.trim().toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(v)) return true;
+      if (['false', '0', 'no', 'off'].includes(v)) return false;
+      throw new ConfigError(`${label}: '${raw}' is not true or false`);
+    }
+    case 'enum':
+    case 'string':
+      return raw;
+  }
+}
+
+function toNumber(raw: string, label: string, hint = ''): number {
+  const n = Number(raw.trim());
+  // Number('') is 0 and Number('Infinity') is Infinity: neither is what the user meant, so both are refused.
+  if (raw.trim() === '' || !Number.isFinite(n)) throw new ConfigError(`${label}: '${raw}' is not a number${hint}`);
+  return n;
+}
+
+/**
+ * Values as a config file holds them, made to fit the option: YAML reads `milestones: 30,60` as the text
+ * "30,60" and `in-process: yes` as "yes" (YAML 1.2), so text is parsed like an env value; a lone number
+ * given for a list becomes a one-entry list; a number for a text option becomes its text.
+ */
+function fromFile(spec: OptionSpec, value: unknown, label: string): unknown {
+  if (typeof value === 'string' && spec.kind !== 'string' && spec.kind !== 'enum') return parseText(spec, value, label);
+  if (typeof value === 'number' && (spec.kind === 'integer-list' || spec.kind === 'number-list')) return [value];
+  if (typeof value === 'number' && spec.kind === 'string') return String(value);
+  return value;
+}
+
+/**
+ * Merges flags, env variables, the config file and the schema defaults (in that order of precedence) and
+ * validates the result against the schema.
+ *
+ * @throws ConfigError with one line per bad value, each naming the option as the user wrote it, the bad value
+ *   and what is allowed; or a config-file error (unreadable, malformed, unknown key) naming file and line.
+ * @example
+ * const { config, sources } = resolveRunConfig({
+ *   flags: cmd.opts(), env: process.env, configFile: cmd.opts().config, envAliases: { HWA_WORLD_SIZE: 'workers' },
+ * });
+ */
+export function resolveRunConfig<S extends z.ZodObject = typeof runConfigSchema>(
+  options: ResolveOptions<S>,
+): ResolvedConfig<z.output<S>> {
+  const schema: z.ZodObject = options.schema ?? runConfigSchema;
+  const specs = optionSpecs(schema);
+  const byKey = new Map(specs.map((s) => [s.key, s]));
+  for (const [name, key] of Object.entries(options.envAliases ?? {})) {
+    if (!byKey.has(key)) throw new Error(`env alias ${name} points to '${key}', which is not a schema key`);
+  }
+
+  const input: Record<string, unknown> = {};
+  const sources: Record<string, ConfigSource> = {};
+  const origins: Record<string, string> = {};
+  const problems: string[] = [];
+  const set = (key: string, source: ConfigSource, origin: string, value: () => unknown): void => {
+    try {
+      input[key] = value();
+      sources[key] = source;
+      origins[key] = origin;
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(err.message);
+    }
+  };
+
+  const file = options.configFile ? readConfigFile(options.configFile, [...byKey.keys()]) : undefined;
+  const env = options.env ?? {};
+  const aliasesOf = (key: string): string[] =>
+    Object.entries(options.envAliases ?? {})
+      .filter(([, k]) => k === key)
+      .map(([name]) => name);
+
+  for (const spec of specs) {
+    const flagValue = options.flags?.[spec.key];
+    if (flagValue !== undefined) {
+      set(spec.key, 'flag', spec.flag, () =>
+        typeof flagValue === 'string' ? parseText(spec, flagValue, spec.flag) : flagValue,
+      );
+      continue;
+    }
+    const envName = [spec.env, ...aliasesOf(spec.key)].find((n) => (env[n] ?? '') !== '');
+    if (envName !== undefined) {
+      set(spec.key, 'env', envName, () => parseText(spec, env[envName] ?? '', envName));
+      continue;
+    }
+    const entry = file?.entries[spec.key];
+    if (entry !== undefined) {
+      set(spec.key, 'file', entry.label, () => fromFile(spec, entry.value, entry.label));
+      continue;
+    }
+    sources[spec.key] = 'default';
+  }
+  if (problems.length) throw new ConfigError(problems.join('\n'));
+
+  // reportInput puts the offending value into each issue, so messages can quote it.
+  const result = schema.safeParse(input, { reportInput: true });
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => issueLine(issue, byKey, origins));
+    throw new ConfigError([...new Set(lines)].join('\n'));
+  }
+  return {
+    config: result.data as z.output<S>,
+    sources: sources as Record<keyof z.output<S> & string, ConfigSource>,
+    origins: origins as Partial<Record<keyof z.output<S> & string, string>>,
+  };
+}
+
+/** One line for one zod issue: `<option as written>: <what is wrong>, got <value>`. */
+function issueLine(
+  issue: z.core.$ZodIssue,
+  specs: ReadonlyMap<string, OptionSpec>,
+  origins: Readonly<Record<string, string>>,
+): string {
+  const key = typeof issue.path[0] === 'string' ? issue.path[0] : undefined;
+  const spec = key === undefined ? undefined : specs.get(key);
+  // A default that fails its own schema has no user origin; name the flag so the message still points somewhere.
+  const label = key === undefined ? 'config' : (origins[key] ?? spec?.flag ?? key);
+  const inList = issue.path.length > 1 && typeof issue.path[1] === 'number';
+  const got = showValue(issue.input);
+  const what = spec
+    ? inList
+      ? allowed({ ...spec, kind: spec.kind === 'integer-list' ? 'integer' : 'number' })
+      : allowed(spec)
+    : undefined;
+  const entry = inList ? ` entry ${Number(issue.path[1]) + 1}` : '';
+
+  switch (issue.code) {
+    case 'invalid_value':
+      return `${label}: ${got} is not one of ${issue.values.map(String).join(', ')}`;
+    case 'invalid_type':
+      if ((issue.expected === 'number' || issue.expected === 'int') && typeof issue.input === 'string') {
+        return `${label}:${entry} ${got} is not a number`;
+      }
+      if (issue.expected === 'boolean') return `${label}: ${got} is not true or false`;
+      if (issue.expected === 'array' && spec) return `${label}: must be ${allowed(spec)}, got ${got}`;
+      return `${label}:${entry} must be ${what ?? issue.expected}, got ${got}`;
+    case 'too_small':
+    case 'too_big': {
+      if (what) return `${label}:${entry} must be ${what}, got ${got}`;
+      const bound =
+        issue.code === 'too_small'
+          ? `${issue.inclusive ? '≥' : '>'} ${issue.minimum}`
+          : `${issue.inclusive ? '≤' : '<'} ${issue.maximum}`;
+      return `${label}:${entry} must be ${bound}, got ${got}`;
+    }
+    case 'unrecognized_keys':
+      return `unknown option${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${kebabCase(k)}'`).join(', ')}`;
+    default:
+      return `${label}:${entry} ${issue.message}${issue.input === undefined ? '' : `, got ${got}`}`;
+  }
+}
+
+/** A value as a user would type it: `'abc'` for text, `0,1` for lists, `(unset)` for nothing. */
+function showValue(value: unknown): string {
+  if (value === undefined) return '(unset)';
+  if (typeof value === 'string') return `'${value}'`;
+  if (Array.isArray(value)) return value.length ? value.map((v) => (typeof v === 'string' ? v : JSON.stringify(v))).join(',') : '(none)';
+  return typeof value === 'number' || typeof value === 'boolean' ? String(value) : JSON.stringify(value);
+}
+
+/**
+ * The resolved config as an aligned three-column listing, one option per line, flag spelling, value and
+ * source: `sync-period  8  file demo.yaml (line 3)`. Meant for `--dry-run` and the one-time config log line.
+ *
+ * @param origins - from {@link resolveRunConfig}; when given, the source column names the flag, env variable
+ *   or file the value came from.
+ */
+export function formatConfigTable<C extends object>(
+  config: C,
+  sources: Readonly<Record<string, ConfigSource>>,
+  origins: Readonly<Partial<Record<string, string>>> = {},
+): string {
+  const rows = Object.entries(config).map(([key, value]) => {
+    const source = sources[key] ?? 'default';
+    const origin = source === 'flag' ? undefined : origins[key];
+    const shown = typeof value === 'string' ? (value === '' ? "''" : value) : showValue(value);
+    return [kebabCase(key), shown, origin ? `${source} ${origin}` : source] as const;
+  });
+  const w0 = Math.max(0, ...rows.map((r) => r[0].length));
+  const w1 = Math.max(0, ...rows.map((r) => r[1].length));
+  return rows.map(([k, v, s]) => `${k.padEnd(w0)}  ${v.padEnd(w1)}  ${s}`).join('\n');
+}

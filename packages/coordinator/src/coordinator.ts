@@ -1,0 +1,459 @@
+/**
+ * The coordinator role (DESIGN §1–§3): one ZeroMQ ROUTER socket, K workers. It checks each worker in (hello →
+ * welcome), then runs the rounds: collect every worker's vector for round r chunk by chunk, average each
+ * chunk as soon as all K copies of it are in and send it straight back (pipelined), feed the offline average
+ * when the round is complete, and gather the workers' evaluation shards at evaluation rounds.
+ *
+ * Evaluation runs on the workers, each scoring 1/K of the test set, so no process scores the whole set
+ * while the others wait (the coordinator only adds the K tallies).
+ */
+import { hostname } from 'node:os';
+import {
+  HierarchicalAverager,
+  ProtocolError,
+  WorkerFailure,
+  addTally,
+  diffTraining,
+  epochAfterRound,
+  evaluatesAfterRound,
+  meanRangeInto,
+  tallyToMetrics,
+  type EvalRecord,
+  type EvalTally,
+  type RoundRecord,
+  type RunPlan,
+  type TrainingConfig,
+} from '@hwa/core';
+import {
+  PROTOCOL_VERSION,
+  bytesPerElement,
+  chunkPlan,
+  decode,
+  encode,
+  float32View,
+  readTensorInto,
+  tensorFrame,
+  type Header,
+  type HeaderOf,
+  type TensorDescriptor,
+} from '@hwa/protocol';
+import type { Logger } from 'pino';
+import { Router } from 'zeromq';
+
+export interface CoordinatorOptions {
+  /** The training options every worker must match. */
+  config: TrainingConfig;
+  /** Hash of `config` (configHash from @hwa/core). */
+  configHash: string;
+  plan: RunPlan;
+  /** Floats of the model part of the synced vector. */
+  modelSize: number;
+  /** Floats of the synced vector. */
+  syncSize: number;
+  /** θ0 (and zero momentum), length syncSize. */
+  initial: Float32Array;
+  /** ZeroMQ endpoint to bind, e.g. `ipc:///tmp/hwa.sock` or `tcp://0.0.0.0:5555` (`tcp://host:*` picks a port). */
+  bind: string;
+  log: Logger;
+  /** Called once the socket is bound, with the actual endpoint (port resolved). */
+  onBound?(endpoint: string): void;
+  /** Called when a worker checked in. */
+  onJoin?(info: { rank: number; pid: number; host: string; backend: string; cudaVisibleDevices: string | null }): void;
+  onRound?(record: RoundRecord): void;
+  onEval?(record: EvalRecord): void;
+  /** Aborting stops the run: sockets close, run() rejects with the abort reason. */
+  signal?: AbortSignal;
+  /** How long to wait for all K workers to check in (ms). */
+  joinTimeoutMs?: number;
+}
+
+export interface CoordinatorResult {
+  /** θ̄ after the last completed round. */
+  online: Float32Array;
+  /** θ_HWA after the last completed round. */
+  offline: Float32Array;
+  /** Rounds completed. */
+  rounds: number;
+}
+
+interface RoundState {
+  round: number;
+  /** Chunks received so far per rank. */
+  received: number[];
+  /** Per chunk: the K ranks' float32 views of it (null until arrived). */
+  pending: (Float32Array | null)[][];
+  /** Per chunk: how many ranks delivered it. */
+  arrivals: number[];
+  chunksAveraged: number;
+  started: number;
+  firstArrival: number;
+  lastArrival: number;
+  averageMs: number;
+  computeMs: number;
+  loss: number;
+  samples: number;
+  step: number;
+  lr: number;
+  bytes: number;
+}
+
+export class Coordinator {
+  private readonly socket: Router;
+  private readonly averager: HierarchicalAverager;
+  private readonly chunks: readonly { offset: number; count: number }[];
+  private readonly modelChunks: readonly { offset: number; count: number }[];
+  /** routing id of each joined rank */
+  private readonly peers = new Map<number, Buffer>();
+  private readonly evalTallies = new Map<number, { online: EvalTally; offline: EvalTally; ranks: Set<number> }>();
+  private state: RoundState | null = null;
+  /** Scratch for decoding half-precision chunks, one per rank. */
+  private readonly decodeScratch: Float32Array[];
+  /** Scratch for encoding half-precision broadcasts. */
+  private readonly encodeScratch: Uint8Array;
+  private readonly offlineScratch: Uint8Array;
+  private readonly log: Logger;
+  private finished = false;
+  private resolveRun!: (r: CoordinatorResult) => void;
+  private rejectRun!: (e: unknown) => void;
+  /** Sends are queued: zeromq.js allows one pending send per socket. */
+  private sendChain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly o: CoordinatorOptions) {
+    this.log = o.log;
+    this.socket = new Router({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
+    this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial);
+    this.chunks = chunkPlan(o.syncSize, o.config.chunkFloats);
+    this.modelChunks = chunkPlan(o.modelSize, o.config.chunkFloats);
+    const halves = o.config.wireDtype !== 'float32';
+    this.decodeScratch = Array.from({ length: o.plan.workers }, () => new Float32Array(halves ? o.syncSize : 0));
+    this.encodeScratch = new Uint8Array(halves ? o.syncSize * 2 : 0);
+    this.offlineScratch = new Uint8Array(halves ? o.modelSize * 2 : 0);
+  }
+
+  /** Binds, waits for K workers, runs every round; resolves with the final vectors. */
+  async run(): Promise<CoordinatorResult> {
+    const done = new Promise<CoordinatorResult>((resolve, reject) => {
+      this.resolveRun = resolve;
+      this.rejectRun = reject;
+    });
+    const abort = () => this.fail(this.o.signal?.reason ?? new Error('aborted'));
+    if (this.o.signal?.aborted) abort();
+    this.o.signal?.addEventListener('abort', abort, { once: true });
+    try {
+      await this.socket.bind(this.o.bind);
+      const endpoint = this.socket.lastEndpoint ?? this.o.bind;
+      this.log.info({ event: 'coordinator.bound', endpoint, workers: this.o.plan.workers }, `listening on ${endpoint}`);
+      this.o.onBound?.(endpoint);
+      const joinTimer = setTimeout(
+        () =>
+          this.fail(
+            new WorkerFailure(
+              `only ${this.peers.size} of ${this.o.plan.workers} workers checked in within ${(this.o.joinTimeoutMs ?? 120_000) / 1000} s (missing ranks: ${this.missingRanks().join(', ')})`,
+              this.missingRanks()[0] ?? -1,
+            ),
+          ),
+        this.o.joinTimeoutMs ?? 120_000,
+      );
+      joinTimer.unref();
+      void this.pump();
+      done.finally(() => clearTimeout(joinTimer)).catch(() => {});
+      this.joinTimer = joinTimer;
+      return await done;
+    } finally {
+      this.o.signal?.removeEventListener('abort', abort);
+      this.finished = true;
+      this.socket.close();
+    }
+  }
+
+  private joinTimer: NodeJS.Timeout | null = null;
+
+  /** The latest θ̄ and θ_HWA (for a checkpoint when a run is stopped). */
+  snapshot(): CoordinatorResult {
+    return { online: this.averager.online, offline: this.averager.offline, rounds: this.averager.round };
+  }
+
+  private missingRanks(): number[] {
+    return Array.from({ length: this.o.plan.workers }, (_, r) => r).filter((r) => !this.peers.has(r));
+  }
+
+  private fail(error: unknown): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.rejectRun(error);
+  }
+
+  /** Receives messages until the run ends; a malformed message is logged and dropped, never fatal. */
+  private async pump(): Promise<void> {
+    while (!this.finished) {
+      let frames: Buffer[];
+      try {
+        frames = await this.socket.receive();
+      } catch (e) {
+        if (!this.finished) this.fail(e);
+        return;
+      }
+      const [identity, ...rest] = frames;
+      try {
+        const { header, payload } = decode(rest, { workers: this.o.plan.workers });
+        this.handle(identity, header, payload);
+      } catch (e) {
+        if (e instanceof ProtocolError) {
+          this.log.warn({ event: 'message.rejected', peer: identity.toString(), reason: e.message }, `rejected a message: ${e.message}`);
+          continue;
+        }
+        this.fail(e);
+        return;
+      }
+    }
+  }
+
+  private handle(identity: Buffer, header: Header, payload: Buffer | undefined): void {
+    switch (header.type) {
+      case 'hello':
+        return this.hello(identity, header);
+      case 'weights':
+        return this.weights(header, payload);
+      case 'eval':
+        return this.evaluation(header);
+      case 'heartbeat':
+        return;
+      case 'error':
+        return this.fail(new WorkerFailure(`worker ${header.rank ?? '?'} reported: ${header.reason}`, header.rank ?? -1));
+      default:
+        throw new ProtocolError(`unexpected '${header.type}' message at the coordinator`);
+    }
+  }
+
+  private send(identity: Buffer, frames: (Buffer | Uint8Array)[]): Promise<void> {
+    const next = this.sendChain.then(() => this.socket.send([identity, ...frames]));
+    this.sendChain = next.catch((e) => this.fail(e));
+    return next;
+  }
+
+  private refuse(identity: Buffer, rank: number, reason: string): void {
+    this.log.warn({ event: 'worker.refused', rank, reason }, `refused worker ${rank}: ${reason}`);
+    void this.send(identity, encode({ v: PROTOCOL_VERSION, type: 'error', reason }));
+  }
+
+  private hello(identity: Buffer, h: HeaderOf<'hello'>): void {
+    if (this.peers.has(h.rank)) {
+      return this.refuse(identity, h.rank, `rank ${h.rank} has already checked in (from another process); ranks must be unique`);
+    }
+    if (h.configHash !== this.o.configHash) {
+      const diff = h.config ? diffTraining(this.o.config, h.config as Partial<TrainingConfig>) : [];
+      return this.refuse(
+        identity,
+        h.rank,
+        `training config differs: coordinator hash ${this.o.configHash}, worker ${h.rank} hash ${h.configHash}` +
+          (diff.length ? ` (coordinator ≠ worker: ${diff.join('; ')})` : ''),
+      );
+    }
+    if (h.syncSize !== this.o.syncSize) {
+      return this.refuse(identity, h.rank, `vector size differs: coordinator ${this.o.syncSize} floats, worker ${h.rank} ${h.syncSize}`);
+    }
+    this.peers.set(h.rank, identity);
+    const info = { rank: h.rank, pid: h.pid, host: h.host, backend: h.backend, cudaVisibleDevices: h.cudaVisibleDevices };
+    this.log.info({ event: 'worker.joined', ...info }, `worker ${h.rank} joined (pid ${h.pid} on ${h.host}, backend ${h.backend})`);
+    this.o.onJoin?.(info);
+    if (this.peers.size === this.o.plan.workers) this.start();
+  }
+
+  private start(): void {
+    if (this.joinTimer) clearTimeout(this.joinTimer);
+    this.log.info({ event: 'run.started', workers: this.o.plan.workers, rounds: this.o.plan.rounds, coordinatorHost: hostname() });
+    this.beginRound(1);
+    for (const [rank, identity] of this.peers) {
+      this.broadcastVector(identity, this.averager.restart, this.chunks, (tensor) => ({
+        v: PROTOCOL_VERSION,
+        type: 'welcome',
+        rank,
+        workers: this.o.plan.workers,
+        nextRound: 1,
+        tensor,
+      }), this.encodeScratch);
+    }
+  }
+
+  private beginRound(round: number): void {
+    const k = this.o.plan.workers;
+    this.state = {
+      round,
+      received: new Array<number>(k).fill(0),
+      pending: this.chunks.map(() => new Array<Float32Array | null>(k).fill(null)),
+      arrivals: this.chunks.map(() => 0),
+      chunksAveraged: 0,
+      started: performance.now(),
+      firstArrival: 0,
+      lastArrival: 0,
+      averageMs: 0,
+      computeMs: 0,
+      loss: 0,
+      samples: 0,
+      step: 0,
+      lr: 0,
+      bytes: 0,
+    };
+  }
+
+  private weights(h: HeaderOf<'weights'>, payload: Buffer | undefined): void {
+    const s = this.state;
+    if (!s) throw new ProtocolError(`weights from rank ${h.rank} before the run started`);
+    if (h.round !== s.round) throw new ProtocolError(`weights of round ${h.round} from rank ${h.rank}, expected round ${s.round}`);
+    const chunk = this.chunks[h.tensor.chunk];
+    if (!chunk || h.tensor.chunks !== this.chunks.length || h.tensor.offset !== chunk.offset || h.tensor.count !== chunk.count || h.tensor.length !== this.o.syncSize)
+      throw new ProtocolError(
+        `weights chunk ${h.tensor.chunk}/${h.tensor.chunks} [${h.tensor.offset}, +${h.tensor.count}) of ${h.tensor.length} from rank ${h.rank} does not fit this run's ${this.chunks.length} chunks of ${this.o.syncSize} floats`,
+      );
+    if (h.tensor.dtype !== this.o.config.wireDtype)
+      throw new ProtocolError(`weights from rank ${h.rank} in ${h.tensor.dtype}, this run uses ${this.o.config.wireDtype}`);
+    if (s.pending[h.tensor.chunk][h.rank] || s.received[h.rank] > h.tensor.chunk)
+      throw new ProtocolError(`duplicate chunk ${h.tensor.chunk} of round ${h.round} from rank ${h.rank}`);
+    const view = this.floatsOf(h.rank, h.tensor, payload);
+    const now = performance.now();
+    if (s.firstArrival === 0) s.firstArrival = now;
+    s.bytes += payload?.byteLength ?? 0;
+    if (h.tensor.chunk === 0) {
+      s.computeMs = Math.max(s.computeMs, h.stats.computeMs);
+      s.loss += h.stats.loss / this.o.plan.workers;
+      s.samples += h.stats.samples;
+      s.step = h.step;
+      s.lr = h.stats.lr ?? s.lr;
+    }
+    s.received[h.rank]++;
+    s.pending[h.tensor.chunk][h.rank] = view;
+    if (++s.arrivals[h.tensor.chunk] === this.o.plan.workers) {
+      s.lastArrival = now;
+      this.averageChunk(s, h.tensor.chunk);
+    }
+  }
+
+  /** The payload as float32 values: a zero-copy view for float32, decoded into scratch for 16-bit dtypes. */
+  private floatsOf(rank: number, tensor: TensorDescriptor, payload: Buffer | undefined): Float32Array {
+    if (!payload) throw new ProtocolError(`weights from rank ${rank} carry no tensor frame`);
+    if (tensor.dtype === 'float32') return float32View(payload);
+    const scratch = this.decodeScratch[rank];
+    readTensorInto(payload, tensor, scratch);
+    return scratch.subarray(tensor.offset, tensor.offset + tensor.count);
+  }
+
+  private averageChunk(s: RoundState, index: number): void {
+    const t0 = performance.now();
+    const { offset, count } = this.chunks[index];
+    const online = this.averager.online;
+    // The views cover only this chunk; mean them into online[offset, offset+count).
+    const target = online.subarray(offset, offset + count);
+    meanRangeInto(target, s.pending[index] as Float32Array[], 0, count);
+    s.pending[index].fill(null);
+    s.chunksAveraged++;
+    const pipelined = this.o.config.restart === 'online';
+    const complete = s.chunksAveraged === this.chunks.length;
+    const evaluate = evaluatesAfterRound(this.o.plan, s.round);
+    if (complete) this.averager.finishRound();
+    s.averageMs += performance.now() - t0;
+    // With --restart online the averaged chunk is final: send it now, while later chunks are still arriving.
+    if (pipelined) this.sendAverageChunk(s, index, evaluate);
+    if (complete) this.completeRound(s, evaluate, pipelined);
+  }
+
+  private sendAverageChunk(s: RoundState, index: number, evaluate: boolean): void {
+    const { offset, count } = this.chunks[index];
+    const t0 = performance.now();
+    const dtype = this.o.config.wireDtype;
+    const frame = tensorFrame(this.averager.online, offset, count, dtype, this.encodeScratch.subarray(offset * 2, (offset + count) * 2));
+    s.averageMs += performance.now() - t0;
+    const header = encode(
+      {
+        v: PROTOCOL_VERSION,
+        type: 'average',
+        round: s.round,
+        evaluate,
+        tensor: { dtype, length: this.o.syncSize, offset, count, chunk: index, chunks: this.chunks.length },
+      },
+      frame,
+    );
+    for (const identity of this.peers.values()) void this.send(identity, header);
+    s.bytes += frame.byteLength * this.peers.size;
+  }
+
+  private completeRound(s: RoundState, evaluate: boolean, alreadySent: boolean): void {
+    if (!alreadySent) for (let c = 0; c < this.chunks.length; c++) this.sendAverageChunk(s, c, evaluate);
+    // Workers need θ_HWA to restart from it (--restart offline) or to evaluate it.
+    if (this.o.config.restart === 'offline' || evaluate) {
+      for (const identity of this.peers.values())
+        this.broadcastVector(identity, this.averager.offline, this.modelChunks, (tensor) => ({
+          v: PROTOCOL_VERSION,
+          type: 'offline',
+          round: s.round,
+          tensor,
+        }), this.offlineScratch);
+      s.bytes += this.o.modelSize * bytesPerElement(this.o.config.wireDtype) * this.peers.size;
+    }
+    const wallMs = performance.now() - s.started;
+    const waitMs = s.lastArrival - s.firstArrival;
+    const record: RoundRecord = {
+      round: s.round,
+      epoch: epochAfterRound(this.o.plan, s.round),
+      step: s.step,
+      loss: s.loss,
+      lr: s.lr,
+      samples: s.samples,
+      wallMs,
+      computeMs: s.computeMs,
+      waitMs,
+      averageMs: s.averageMs,
+      // What is neither compute, straggler wait nor averaging is moving bytes (send, receive, decode).
+      sendMs: Math.max(0, wallMs - s.computeMs - waitMs - s.averageMs),
+      bytes: s.bytes,
+    };
+    this.o.onRound?.(record);
+    if (evaluate) this.evalTallies.set(s.round, { online: zero(), offline: zero(), ranks: new Set() });
+    if (s.round < this.o.plan.rounds) this.beginRound(s.round + 1);
+    else this.state = null;
+  }
+
+  private broadcastVector(
+    identity: Buffer,
+    vector: Float32Array,
+    chunks: readonly { offset: number; count: number }[],
+    header: (tensor: TensorDescriptor) => Header,
+    scratch: Uint8Array,
+  ): void {
+    const dtype = this.o.config.wireDtype;
+    chunks.forEach(({ offset, count }, chunk) => {
+      const frame = tensorFrame(vector, offset, count, dtype, scratch.subarray(offset * 2, (offset + count) * 2));
+      void this.send(identity, encode(header({ dtype, length: vector.length, offset, count, chunk, chunks: chunks.length }), frame));
+    });
+  }
+
+  private evaluation(h: HeaderOf<'eval'>): void {
+    const tally = this.evalTallies.get(h.round);
+    if (!tally) throw new ProtocolError(`evaluation of round ${h.round} from rank ${h.rank}, which was not an evaluation round`);
+    if (tally.ranks.has(h.rank)) throw new ProtocolError(`duplicate evaluation of round ${h.round} from rank ${h.rank}`);
+    tally.ranks.add(h.rank);
+    tally.online = addTally(tally.online, h.online);
+    tally.offline = addTally(tally.offline, h.offline);
+    if (tally.ranks.size < this.o.plan.workers) return;
+    this.evalTallies.delete(h.round);
+    this.o.onEval?.({
+      round: h.round,
+      epoch: epochAfterRound(this.o.plan, h.round),
+      online: tallyToMetrics(tally.online),
+      offline: tallyToMetrics(tally.offline),
+    });
+    if (h.round === this.o.plan.rounds) void this.finish();
+  }
+
+  private async finish(): Promise<void> {
+    const frames = encode({ v: PROTOCOL_VERSION, type: 'done', round: this.o.plan.rounds });
+    await Promise.all([...this.peers.values()].map((identity) => this.send(identity, frames)));
+    this.log.info({ event: 'run.finished', rounds: this.averager.round });
+    if (this.finished) return;
+    this.finished = true;
+    this.resolveRun(this.snapshot());
+  }
+}
+
+function zero(): EvalTally {
+  return { loss: 0, correct: 0, count: 0 };
+}

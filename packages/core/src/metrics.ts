@@ -1,0 +1,62 @@
+/**
+ * The records a run produces, the same for the in-process reference and the distributed runtime, so that
+ * reporting (progress, JSONL metrics, summary) is written once.
+ */
+
+/** One model's test result, summed over evaluation shards. */
+export interface EvalTally {
+  /** Sum of per-example cross-entropy. */
+  loss: number;
+  /** Correctly classified examples. */
+  correct: number;
+  /** Examples evaluated. */
+  count: number;
+}
+
+export interface RoundRecord {
+  /** Sync round, 1-based. */
+  round: number;
+  /** Epoch reached at the end of the round (fractional). */
+  epoch: number;
+  /** Local steps per worker done so far. */
+  step: number;
+  /** Mean training loss over the round's steps and workers. */
+  loss: number;
+  /** Learning rate at the round's last step. */
+  lr: number;
+  /** Training examples processed in this round, all workers. */
+  samples: number;
+  /** Wall time of the round (ms), as the coordinator saw it. */
+  wallMs: number;
+  /** Worker compute time (ms), the slowest worker. */
+  computeMs: number;
+  /** Time spent sending (ms): worker → coordinator transfers until the last vector arrived, beyond compute. */
+  sendMs: number;
+  /** Time the coordinator waited for the slowest worker, beyond the first arrival (ms). */
+  waitMs: number;
+  /** Time spent averaging and updating the offline average (ms). */
+  averageMs: number;
+  /** Bytes moved over the wire this round, both directions. */
+  bytes: number;
+}
+
+export interface EvalRecord {
+  round: number;
+  epoch: number;
+  online: { loss: number; accuracy: number };
+  offline: { loss: number; accuracy: number };
+}
+
+/** Adds shard tallies. */
+export function addTally(a: EvalTally, b: EvalTally): EvalTally {
+  return { loss: a.loss + b.loss, correct: a.correct + b.correct, count: a.count + b.count };
+}
+
+export function tallyToMetrics(t: EvalTally): { loss: number; accuracy: number } {
+  return t.count === 0 ? { loss: NaN, accuracy: NaN } : { loss: t.loss / t.count, accuracy: t.correct / t.count };
+}
+
+/** Test-set range [start, end) that shard `rank` of `workers` evaluates. */
+export function shardRange(count: number, workers: number, rank: number): { start: number; end: number } {
+  return { start: Math.floor((rank * count) / workers), end: Math.floor(((rank + 1) * count) / workers) };
+}

@@ -1,0 +1,116 @@
+/**
+ * The in-process reference trainer: the whole of DESIGN §1 with K simulated workers in one process
+ * (`hwa train --in-process`). Every number goes through the same pieces the distributed runtime uses —
+ * LocalTrainer per worker, HierarchicalAverager for the rounds, sharded evaluation — minus the sockets, so it
+ * is the oracle the multi-process run is checked against.
+ */
+import {
+  HierarchicalAverager,
+  addTally,
+  epochAfterRound,
+  evaluatesAfterRound,
+  makePlan,
+  tallyToMetrics,
+  type EvalRecord,
+  type EvalTally,
+  type RoundRecord,
+  type RunPlan,
+  type TrainingConfig,
+} from '@hwa/core';
+import type { DatasetPair } from './data/dataset.js';
+import { LocalTrainer } from './local-trainer.js';
+
+export interface RunHooks {
+  /** Called after every round. */
+  onRound?(record: RoundRecord): void;
+  /** Called after every evaluation. */
+  onEval?(record: EvalRecord): void;
+  /** Polled between rounds; returning true stops the run after the current round. */
+  shouldStop?(): boolean;
+}
+
+export interface ReferenceResult {
+  plan: RunPlan;
+  /** θ̄ after the last round (model part and momentum if synced). */
+  online: Float32Array;
+  /** θ_HWA after the last round (model part). */
+  offline: Float32Array;
+  rounds: RoundRecord[];
+  evals: EvalRecord[];
+  /** Trainer of rank 0, left loaded with the last restart vector (used for export). */
+  trainer: LocalTrainer;
+}
+
+/** Evaluates online and offline weights with each worker scoring its own shard, then reloads `restart`. */
+export function evaluateSharded(
+  trainers: readonly LocalTrainer[],
+  online: Float32Array,
+  offline: Float32Array,
+): { online: EvalTally; offline: EvalTally } {
+  const modelSize = trainers[0].layout.modelSize;
+  let on: EvalTally = { loss: 0, correct: 0, count: 0 };
+  let off: EvalTally = { loss: 0, correct: 0, count: 0 };
+  for (const t of trainers) {
+    on = addTally(on, t.evaluateShard(online.subarray(0, modelSize), trainers.length));
+    off = addTally(off, t.evaluateShard(offline, trainers.length));
+  }
+  return { online: on, offline: off };
+}
+
+/** Runs the whole algorithm; yields to the event loop between rounds so signals and timers are served. */
+export async function trainInProcess(config: TrainingConfig, data: DatasetPair, hooks: RunHooks = {}): Promise<ReferenceResult> {
+  const plan = makePlan(config, data.train.count);
+  const trainers = Array.from({ length: plan.workers }, (_, rank) => new LocalTrainer(config, plan, rank, data));
+  const { modelSize } = trainers[0].layout;
+  const syncSize = trainers[0].syncSize;
+  const averager = new HierarchicalAverager(plan, config, modelSize, syncSize, trainers[0].initialVector());
+  const vectors = trainers.map(() => new Float32Array(syncSize));
+  const rounds: RoundRecord[] = [];
+  const evals: EvalRecord[] = [];
+  for (const t of trainers) t.load(averager.restart);
+
+  for (let round = 1; round <= plan.rounds; round++) {
+    const started = performance.now();
+    const results = trainers.map((t, k) => {
+      const result = t.runRound(round);
+      t.readVector(vectors[k]);
+      return result;
+    });
+    const averageStart = performance.now();
+    averager.completeRound(vectors);
+    const averageMs = performance.now() - averageStart;
+    const record: RoundRecord = {
+      round,
+      epoch: epochAfterRound(plan, round),
+      step: results[0].step,
+      loss: results.reduce((a, r) => a + r.loss, 0) / results.length,
+      lr: results[0].lr,
+      samples: results.reduce((a, r) => a + r.samples, 0),
+      wallMs: 0,
+      computeMs: Math.max(...results.map((r) => r.computeMs)),
+      sendMs: 0,
+      waitMs: 0,
+      averageMs,
+      bytes: 0,
+    };
+    if (evaluatesAfterRound(plan, round)) {
+      const tally = evaluateSharded(trainers, averager.online, averager.offline);
+      const evalRecord: EvalRecord = {
+        round,
+        epoch: record.epoch,
+        online: tallyToMetrics(tally.online),
+        offline: tallyToMetrics(tally.offline),
+      };
+      evals.push(evalRecord);
+      hooks.onEval?.(evalRecord);
+    }
+    for (const t of trainers) t.load(averager.restart);
+    record.wallMs = performance.now() - started;
+    rounds.push(record);
+    hooks.onRound?.(record);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (hooks.shouldStop?.()) break;
+  }
+  for (const t of trainers.slice(1)) t.dispose();
+  return { plan, online: averager.online, offline: averager.offline, rounds, evals, trainer: trainers[0] };
+}

@@ -1,0 +1,96 @@
+/**
+ * The ZeroMQ side of the protocol: routing ids, the ROUTER's extra frame, and the socket options that matter
+ * when every message is up to hundreds of megabytes. No sockets are created here; coordinator and worker own
+ * theirs:
+ * ```ts
+ * const router = new Router({ ...socketOptions.router });           // coordinator
+ * const dealer = new Dealer({ ...socketOptions.dealer, routingId: routingId(rank) });   // worker
+ * ```
+ */
+import { ProtocolError } from '@hwa/core';
+import type { Dealer, Router, SocketOptions } from 'zeromq';
+import { decode, encode, type DecodeOptions, type Decoded, type Frame } from './codec.js';
+import type { Header } from './messages.js';
+import { MAX_HEADER_BYTES, describeValue } from './validate.js';
+
+/**
+ * Recommended options, from the zeromq.js / libzmq option docs. What matters, and why:
+ *
+ * - `Router.mandatory = true` (ZMQ_ROUTER_MANDATORY): by default a ROUTER silently drops a message for an
+ *   unknown or disconnected routing id, and also when that peer's queue is at its high-water mark. A dropped
+ *   `average` would stall a worker forever; with `mandatory`, send() rejects (EHOSTUNREACH) or waits instead.
+ *   Measured with zeromq 6.8: while *no* peer at all is connected, send() waits (libzmq reports the socket
+ *   unwritable) and rejects with EHOSTUNREACH only after `sendTimeout`; set one if that wait must be bounded.
+ * - `Router.handover = true` (ZMQ_ROUTER_HANDOVER): a restarted worker reconnecting with its rank takes the
+ *   routing id over at once; without it libzmq keeps the stale connection and ignores the new one. (Two
+ *   live workers claiming one rank then show up as a second `hello` for that rank: reject it there.)
+ * - `linger` (ZMQ_LINGER): libzmq's default (-1) keeps pending messages forever on close, so a process whose
+ *   peer died hangs at exit. 2 s is enough to flush a final `done`/`error` and bounds the exit.
+ * - High-water marks (ZMQ_SNDHWM/RCVHWM) count messages, not bytes: left at libzmq's 1000, since one round is
+ *   a handful of messages per peer and zeromq.js queues outgoing buffers by reference, not by copy.
+ *   Memory per message is bounded with `maxMessageSize` instead (see {@link maxMessageSize}).
+ * - Kernel buffers (`sendBufferSize`/`receiveBufferSize`): OS default; Linux autotunes TCP windows, and the
+ *   100 MB echo already runs at ~1 GB/s on loopback (DESIGN §6).
+ */
+export const socketOptions = {
+  /** For the coordinator's ROUTER. */
+  router: { mandatory: true, handover: true, linger: 2000 } satisfies SocketOptions<Router>,
+  /** For a worker's DEALER (add `routingId: routingId(rank)`). */
+  dealer: { linger: 2000 } satisfies SocketOptions<Dealer>,
+} as const;
+
+/**
+ * A value for ZMQ_MAXMSGSIZE (`socket.maxMessageSize`) when frames hold at most `floats` float32: the payload
+ * plus header room. libzmq checks it per frame as bytes arrive and disconnects a peer that exceeds it, so a
+ * misconfigured or hostile peer cannot make the receiver allocate gigabytes. With chunking, pass chunkFloats.
+ */
+export function maxMessageSize(floats: number): number {
+  return Math.max(floats * 4, MAX_HEADER_BYTES) + 1024;
+}
+
+/** The DEALER routing id of a rank: its decimal digits (never starts with a zero byte, as libzmq requires). */
+export function routingId(rank: number): string {
+  if (!(Number.isSafeInteger(rank) && rank >= 0)) throw new RangeError(`rank ${rank} is not a non-negative integer`);
+  return String(rank);
+}
+
+/**
+ * The rank a ROUTER routing-id frame names; `workers` (K) bounds it.
+ * @throws ProtocolError for an id that is not a rank's decimal digits or is out of range.
+ */
+export function rankOf(id: Uint8Array, workers?: number): number {
+  const text = Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1');
+  const ok = /^(0|[1-9][0-9]{0,8})$/.test(text);
+  const rank = ok ? Number(text) : NaN;
+  if (!ok || (workers !== undefined && rank >= workers)) {
+    const shown = id.byteLength <= 16 && /^[\x20-\x7e]*$/.test(text) ? JSON.stringify(text) : `${id.byteLength} bytes`;
+    const range = workers !== undefined ? ` in [0, ${workers})` : '';
+    throw new ProtocolError(`message from routing id ${shown}: not a worker rank${range}`);
+  }
+  return rank;
+}
+
+/** A message as a ROUTER receives it: the sender's rank and the decoded message. */
+export interface RoutedMessage extends Decoded {
+  /** Rank from the routing id (the transport's word, cross-checked against the header's rank). */
+  rank: number;
+}
+
+/**
+ * Decodes what `router.receive()` returned: [routing id, header, payload?]. The header's rank, if any, must
+ * equal the routing id's; `options.role` defaults to 'coordinator'.
+ * @throws ProtocolError (only).
+ */
+export function decodeRouted(frames: readonly Uint8Array[], options: DecodeOptions = {}): RoutedMessage {
+  if (!Array.isArray(frames) || frames.length === 0) throw new ProtocolError('invalid message: no frames');
+  const id = frames[0];
+  if (!(id instanceof Uint8Array)) throw new ProtocolError(`invalid message: routing id is ${describeValue(id)}`);
+  const rank = rankOf(id, options.workers);
+  const decoded = decode(frames.slice(1), { role: 'coordinator', ...options, from: rank });
+  return { rank, ...decoded };
+}
+
+/** The frames for `router.send()` to the worker of `rank`: [routing id, header, payload?]. See {@link encode}. */
+export function encodeRouted(rank: number, header: Header, payload?: Uint8Array): Frame[] {
+  return [Buffer.from(routingId(rank), 'latin1'), ...encode(header, payload)];
+}

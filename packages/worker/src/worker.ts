@@ -1,0 +1,169 @@
+/**
+ * The worker role: one DEALER socket to the coordinator, one LocalTrainer. The loop below is the whole of
+ * a worker's life (DESIGN §1): check in, then per round train H steps, send the vector, receive the average
+ * (and θ_HWA when needed), evaluate a test shard at evaluation rounds, restart from the average.
+ */
+import { hostname } from 'node:os';
+import {
+  ProtocolError,
+  WorkerFailure,
+  configHash,
+  evaluatesAfterRound,
+  trainingPart,
+  type TrainingConfig,
+} from '@hwa/core';
+import type { LocalTrainer } from '@hwa/engine';
+import {
+  PROTOCOL_VERSION,
+  chunkPlan,
+  decode,
+  encode,
+  readTensorInto,
+  tensorFrame,
+  type Header,
+  type HeaderOf,
+  type MessageType,
+} from '@hwa/protocol';
+import type { Logger } from 'pino';
+import { Dealer } from 'zeromq';
+
+export interface WorkerOptions {
+  config: TrainingConfig;
+  rank: number;
+  /** Coordinator endpoint, e.g. `ipc:///tmp/hwa.sock` or `tcp://10.0.0.1:5555`. */
+  connect: string;
+  trainer: LocalTrainer;
+  /** Name of the tfjs backend in use (reported to the coordinator). */
+  backend: string;
+  log: Logger;
+  /** Aborting closes the socket; run() then rejects. */
+  signal?: AbortSignal;
+  /** Give up when the coordinator is silent this long while a reply is due (ms). */
+  receiveTimeoutMs?: number;
+}
+
+export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
+  const { config, rank, trainer, log } = o;
+  const plan = trainer.plan;
+  const socket = new Dealer({
+    routingId: `w${rank}`,
+    linger: 0,
+    sendHighWaterMark: 0,
+    receiveHighWaterMark: 0,
+    receiveTimeout: o.receiveTimeoutMs ?? -1,
+  });
+  const close = () => socket.close();
+  o.signal?.addEventListener('abort', close, { once: true });
+  const syncSize = trainer.syncSize;
+  const modelSize = trainer.layout.modelSize;
+  const dtype = config.wireDtype;
+  const syncChunks = chunkPlan(syncSize, config.chunkFloats);
+  const modelChunks = chunkPlan(modelSize, config.chunkFloats);
+  // Preallocated once: the outgoing vector, the incoming average and θ_HWA, the restart vector.
+  const outgoing = new Float32Array(syncSize);
+  const outgoingWire = new Uint8Array(dtype === 'float32' ? 0 : syncSize * 2);
+  const average = new Float32Array(syncSize);
+  const offline = new Float32Array(modelSize);
+  const restart = config.restart === 'offline' ? new Float32Array(syncSize) : average;
+
+  /** Next message of one of the expected types; an `error` from the coordinator ends the run. */
+  async function receive<T extends MessageType>(...types: T[]): Promise<{ header: HeaderOf<T>; payload?: Buffer }> {
+    let frames: Buffer[];
+    try {
+      frames = await socket.receive();
+    } catch (e) {
+      if (o.signal?.aborted) throw o.signal.reason;
+      const code = (e as { code?: string }).code;
+      if (code === 'EAGAIN')
+        throw new WorkerFailure(`worker ${rank}: no message from the coordinator at ${o.connect} within ${(o.receiveTimeoutMs ?? 0) / 1000} s`, rank);
+      throw e;
+    }
+    const { header, payload } = decode(frames);
+    if (header.type === 'error') throw new ProtocolError(`coordinator refused worker ${rank}: ${header.reason}`);
+    if (!types.includes(header.type as T))
+      throw new ProtocolError(`worker ${rank} expected ${types.join(' or ')}, got '${header.type}'`);
+    return { header: header as HeaderOf<T>, payload };
+  }
+
+  /** Receives a chunked vector into `into`; returns the first header. */
+  async function receiveVector<T extends 'welcome' | 'average' | 'offline'>(type: T, into: Float32Array, chunks: number) {
+    let first: HeaderOf<T> | null = null;
+    for (let c = 0; c < chunks; c++) {
+      const { header, payload } = await receive(type);
+      const tensor = (header as Extract<Header, { tensor: unknown }>).tensor;
+      if (tensor.length !== into.length || tensor.chunk !== c || !payload)
+        throw new ProtocolError(`worker ${rank}: ${type} chunk ${tensor.chunk} of a ${tensor.length}-float vector, expected chunk ${c} of ${into.length}`);
+      readTensorInto(payload, tensor, into);
+      first ??= header;
+    }
+    return first as HeaderOf<T>;
+  }
+
+  try {
+    socket.connect(o.connect);
+    log.info({ event: 'worker.connecting', endpoint: o.connect, pid: process.pid }, `worker ${rank} connecting to ${o.connect}`);
+    await socket.send(
+      encode({
+        v: PROTOCOL_VERSION,
+        type: 'hello',
+        rank,
+        pid: process.pid,
+        host: hostname(),
+        configHash: configHash(config),
+        config: trainingPart(config),
+        backend: o.backend,
+        cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null,
+        syncSize,
+        modelSize,
+      }),
+    );
+    const welcome = await receiveVector('welcome', average, syncChunks.length);
+    trainer.load(average);
+    log.info({ event: 'worker.welcomed', nextRound: welcome.nextRound, workers: welcome.workers });
+
+    for (let round = welcome.nextRound; round <= plan.rounds; round++) {
+      const result = trainer.runRound(round);
+      trainer.readVector(outgoing);
+      // zeromq.js sends float32 frames zero-copy: `outgoing` is not touched again until the average is back,
+      // by which time the coordinator has received every byte of it.
+      for (const [chunk, { offset, count }] of syncChunks.entries()) {
+        const frame = tensorFrame(outgoing, offset, count, dtype, outgoingWire.subarray(offset * 2, (offset + count) * 2));
+        await socket.send(
+          encode(
+            {
+              v: PROTOCOL_VERSION,
+              type: 'weights',
+              rank,
+              round,
+              step: result.step,
+              stats: { loss: result.loss, computeMs: result.computeMs, samples: result.samples, lr: result.lr },
+              tensor: { dtype, length: syncSize, offset, count, chunk, chunks: syncChunks.length },
+            },
+            frame,
+          ),
+        );
+      }
+      const avg = await receiveVector('average', average, syncChunks.length);
+      if (avg.round !== round) throw new ProtocolError(`worker ${rank} got the average of round ${avg.round} during round ${round}`);
+      const evaluate = evaluatesAfterRound(plan, round);
+      if (config.restart === 'offline' || evaluate) await receiveVector('offline', offline, modelChunks.length);
+      if (evaluate) {
+        const online = trainer.evaluateShard(average.subarray(0, modelSize), plan.workers);
+        const off = trainer.evaluateShard(offline, plan.workers);
+        await socket.send(encode({ v: PROTOCOL_VERSION, type: 'eval', rank, round, online, offline: off }));
+      }
+      if (restart !== average) {
+        restart.set(offline);
+        restart.set(average.subarray(modelSize), modelSize);
+      }
+      trainer.load(restart);
+      log.debug({ event: 'round.done', round, loss: result.loss, computeMs: result.computeMs });
+    }
+    await receive('done');
+    log.info({ event: 'worker.done', rounds: plan.rounds });
+    return { rounds: plan.rounds };
+  } finally {
+    o.signal?.removeEventListener('abort', close);
+    if (!socket.closed) socket.close();
+  }
+}

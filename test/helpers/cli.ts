@@ -1,0 +1,109 @@
+/**
+ * Runs the real `hwa` CLI (the built dist/, as users do) as a child process. Every process started here is
+ * killed in `killAll()`, which tests call from afterEach, so a failing test leaves nothing behind.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export const MAIN = fileURLToPath(new URL('../../packages/cli/dist/main.js', import.meta.url));
+
+const started = new Set<ChildProcess>();
+
+export interface CliRun {
+  child: ChildProcess;
+  /** Everything printed so far. */
+  output(): string;
+  /** Resolves with the exit code (or the signal) and all output. */
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }>;
+  /** Resolves when the output matches `pattern` (rejects after `timeoutMs`). */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+}
+
+export function runHwa(args: string[], env: NodeJS.ProcessEnv = {}): CliRun {
+  const child = spawn(process.execPath, [MAIN, ...args], {
+    env: { ...process.env, FORCE_COLOR: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  started.add(child);
+  let text = '';
+  const listeners = new Set<() => void>();
+  const onData = (chunk: Buffer) => {
+    text += chunk.toString('utf8');
+    for (const l of listeners) l();
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }>((resolve) => {
+    child.on('close', (code, signal) => {
+      started.delete(child);
+      resolve({ code, signal, output: text });
+    });
+  });
+  return {
+    child,
+    output: () => text,
+    done,
+    waitFor(pattern, timeoutMs = 60_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = text.match(pattern);
+          if (m) {
+            listeners.delete(check);
+            clearTimeout(timer);
+            resolve(m);
+          }
+        };
+        const timer = setTimeout(() => {
+          listeners.delete(check);
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${pattern}; output so far:\n${text}`));
+        }, timeoutMs);
+        listeners.add(check);
+        void done.then(() => {
+          if (listeners.has(check)) {
+            check();
+            if (listeners.has(check)) {
+              listeners.delete(check);
+              clearTimeout(timer);
+              reject(new Error(`process exited before printing ${pattern}; output:\n${text}`));
+            }
+          }
+        });
+        check();
+      });
+    },
+  };
+}
+
+/** Kills every CLI process a test started that is still running (and waits for them). */
+export async function killAll(): Promise<void> {
+  const live = [...started];
+  for (const child of live) child.kill('SIGKILL');
+  await Promise.all(live.map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : c.once('close', r)))));
+}
+
+/** True if a process with this PID exists. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The JSON lines of a pino log file. */
+export function readJsonLines(file: string): Record<string, unknown>[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** θ̄ and θ_HWA saved at the end of a run. */
+export function readCheckpoint(dir: string): { round: number; online: Float32Array; offline: Float32Array } {
+  const meta = JSON.parse(readFileSync(`${dir}/checkpoint.json`, 'utf8')) as { round: number; onlineFloats: number; offlineFloats: number };
+  const bytes = readFileSync(`${dir}/checkpoint.bin`);
+  const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  return { round: meta.round, online: floats.subarray(0, meta.onlineFloats), offline: floats.subarray(meta.onlineFloats, meta.onlineFloats + meta.offlineFloats) };
+}
