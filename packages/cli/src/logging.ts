@@ -37,8 +37,8 @@ export function createLogger(options: LoggerOptions): Logger {
         colorize,
         ignore: 'pid,hostname',
         translateTime: 'HH:MM:ss',
-        hideObject: options.level !== 'debug' && options.level !== 'trace',
-        singleLine: true,
+        // pino-pretty 13 drops the line end when hideObject and singleLine are both on: use one or the other.
+        ...(options.level === 'debug' || options.level === 'trace' ? { singleLine: true } : { hideObject: true }),
       }),
     });
   } else if (options.console === 'json') {

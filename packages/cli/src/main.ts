@@ -79,8 +79,9 @@ data
   .description('download a dataset\'s public files (needs internet)')
   .addArgument(new Command().createArgument('<name>', 'dataset').choices(DOWNLOADABLE_DATASETS))
   .option('--dir <dir>', 'target folder (default ~/.hwa/data/<name>)')
-  .action(async (name: DownloadableDataset, opts: { dir?: string }) => {
-    await downloadDataset(name, opts.dir, createLogger({ level: 'info', bindings: { role: 'cli' }, console: 'pretty' }));
+  .option('--mirror <url>', 'fetch the same files from this URL prefix instead of the public host')
+  .action(async (name: DownloadableDataset, opts: { dir?: string; mirror?: string }) => {
+    await downloadDataset(name, opts, createLogger({ level: 'info', bindings: { role: 'cli' }, console: 'pretty' }));
   });
 
 program.addOption(new Option('--version', 'print the version').hideHelp());

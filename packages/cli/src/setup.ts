@@ -15,9 +15,11 @@ export async function prepare(
   config: TrainingConfig & { backend: BackendChoice; dataDir: string },
   log: Logger,
 ): Promise<Prepared> {
-  const backend = await selectBackend(config.backend, (event, fields) =>
-    log.info({ event, ...fields }, event === 'backend.selected' ? `tfjs backend: ${String(fields.backend ?? fields.selected ?? '')}` : undefined),
-  );
+  const backend = await selectBackend(config.backend, (event, fields) => {
+    // An unavailable backend is expected when `auto` falls through (no native tfjs here): debug, not noise.
+    if (event === 'backend.selected') log.info({ event, ...fields }, `tfjs backend: ${String(fields.backend ?? fields.selected ?? '')}`);
+    else log.debug({ event, ...fields }, `${event}: ${JSON.stringify(fields)}`);
+  });
   const started = performance.now();
   const data = await loadDataset(config.dataset, {
     dir: config.dataDir || undefined,

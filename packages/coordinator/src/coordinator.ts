@@ -261,7 +261,10 @@ export class Coordinator {
 
   private start(): void {
     if (this.joinTimer) clearTimeout(this.joinTimer);
-    this.log.info({ event: 'run.started', workers: this.o.plan.workers, rounds: this.o.plan.rounds, coordinatorHost: hostname() });
+    this.log.info(
+      { event: 'run.started', workers: this.o.plan.workers, rounds: this.o.plan.rounds, coordinatorHost: hostname() },
+      `all ${this.o.plan.workers} workers in: ${this.o.plan.rounds} rounds of H=${this.o.plan.syncPeriod} steps`,
+    );
     this.beginRound(1);
     for (const [rank, identity] of this.peers) {
       this.broadcastVector(identity, this.averager.restart, this.chunks, (tensor) => ({
@@ -447,7 +450,7 @@ export class Coordinator {
   private async finish(): Promise<void> {
     const frames = encode({ v: PROTOCOL_VERSION, type: 'done', round: this.o.plan.rounds });
     await Promise.all([...this.peers.values()].map((identity) => this.send(identity, frames)));
-    this.log.info({ event: 'run.finished', rounds: this.averager.round });
+    this.log.info({ event: 'run.finished', rounds: this.averager.round }, `run finished after ${this.averager.round} rounds`);
     if (this.finished) return;
     this.finished = true;
     this.resolveRun(this.snapshot());

@@ -43,6 +43,8 @@ export class LocalTrainer {
   readonly layout: WeightLayout;
   /** Floats of the synced vector. */
   readonly syncSize: number;
+  /** Floats of the model part of the synced vector. */
+  readonly modelSize: number;
   private readonly sgd: SgdStep;
   private readonly order: DataOrder;
   private readonly batches: BatchBuilder;
@@ -59,7 +61,8 @@ export class LocalTrainer {
     const { train } = data;
     this.model = buildModel({ name: config.model, inputShape: train.shape, numClasses: train.numClasses, seed: config.seed });
     this.layout = new WeightLayout(this.model);
-    this.syncSize = this.layout.modelSize + (config.momentumSync === 'average' ? this.layout.trainableSize : 0);
+    this.modelSize = this.layout.modelSize;
+    this.syncSize = this.modelSize + (config.momentumSync === 'average' ? this.layout.trainableSize : 0);
     this.sgd = new SgdStep(this.model, { momentum: config.momentum, weightDecay: config.weightDecay });
     this.order = new DataOrder(config, train.count, plan.workers, rank, plan.stepsPerEpoch);
     this.batches = new BatchBuilder(train, config.batchSize);

@@ -12,7 +12,7 @@ import {
   trainingPart,
   type TrainingConfig,
 } from '@hwa/core';
-import type { LocalTrainer } from '@hwa/engine';
+import type { EvalTally, RunPlan } from '@hwa/core';
 import {
   PROTOCOL_VERSION,
   chunkPlan,
@@ -27,12 +27,33 @@ import {
 import type { Logger } from 'pino';
 import { Dealer } from 'zeromq';
 
+/**
+ * What the worker loop needs from the thing that trains. LocalTrainer (@hwa/engine) is the real one; the
+ * communication benchmark plugs in a vector of N floats that does no training, so it measures exactly this
+ * loop's transport.
+ */
+export interface WorkerTrainer {
+  readonly plan: RunPlan;
+  /** Floats of the synced vector. */
+  readonly syncSize: number;
+  /** Floats of the model part (the prefix that the offline average covers). */
+  readonly modelSize: number;
+  /** Restart from a synced vector. */
+  load(vector: Float32Array): void;
+  /** Run the local steps of round `round` (1-based). */
+  runRound(round: number): { loss: number; samples: number; computeMs: number; lr: number; step: number };
+  /** Write the vector to send into `out`. */
+  readVector(out: Float32Array): Float32Array;
+  /** Score model weights on this rank's test shard. */
+  evaluateShard(modelVector: Float32Array, shards: number): EvalTally;
+}
+
 export interface WorkerOptions {
   config: TrainingConfig;
   rank: number;
   /** Coordinator endpoint, e.g. `ipc:///tmp/hwa.sock` or `tcp://10.0.0.1:5555`. */
   connect: string;
-  trainer: LocalTrainer;
+  trainer: WorkerTrainer;
   /** Name of the tfjs backend in use (reported to the coordinator). */
   backend: string;
   log: Logger;
@@ -55,7 +76,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   const close = () => socket.close();
   o.signal?.addEventListener('abort', close, { once: true });
   const syncSize = trainer.syncSize;
-  const modelSize = trainer.layout.modelSize;
+  const modelSize = trainer.modelSize;
   const dtype = config.wireDtype;
   const syncChunks = chunkPlan(syncSize, config.chunkFloats);
   const modelChunks = chunkPlan(modelSize, config.chunkFloats);

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { ConfigError, HwaError, configHash, trainingPart, type RunConfig, type TrainingConfig } from '@hwa/core';
+import { ConfigError, HwaError, configHash, resolveWorkers, trainingPart, type RunConfig, type TrainingConfig } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
 import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
 import type { Logger } from 'pino';
@@ -52,6 +52,7 @@ function showProgress(config: RunConfig): boolean {
 
 export async function train(input: RunConfig): Promise<void> {
   const config = resolvedWorkers(input);
+  resolveWorkers(config); // a bad --mode/--workers pair fails here, before any folder is made
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role: config.inProcess ? 'trainer' : 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   log.info({ event: 'run.config', dir, config }, `run folder ${dir}`);
