@@ -5,8 +5,29 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
+
+/**
+ * Where pretty console lines go. While a progress bar is on screen, report.ts points this at the bar's
+ * log(), which prints the line above the bar and redraws it, so log lines and the bar never overwrite each
+ * other.
+ */
+let consoleWriter: ((line: string) => void) | null = null;
+
+export function setConsoleWriter(writer: ((line: string) => void) | null): void {
+  consoleWriter = writer;
+}
+
+const consoleStream = new Writable({
+  write(chunk: Buffer | string, _encoding, done) {
+    const line = chunk.toString();
+    if (consoleWriter) consoleWriter(line);
+    else process.stderr.write(line);
+    done();
+  },
+});
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
 
@@ -32,7 +53,7 @@ export function createLogger(options: LoggerOptions): Logger {
       level: options.level,
       // Humans get the message; the fields are in the JSON log file (and on screen at debug level).
       stream: pretty({
-        destination: 2,
+        destination: consoleStream,
         sync: true,
         colorize,
         ignore: 'pid,hostname',

@@ -18,6 +18,7 @@ import { coordinate, train } from './commands/train.js';
 import { work } from './commands/worker.js';
 import { createLogger } from './logging.js';
 import { addSchemaOptions, configFileOption, formatConfigTable, resolveRunConfig } from './options.js';
+import { registerBenchCommands } from './commands/bench-comm.js';
 
 const coordinatorSchema = runConfigSchema
   .extend({ bind: z.string().default('tcp://0.0.0.0:5555').describe('ZeroMQ endpoint the coordinator binds') })
@@ -83,6 +84,9 @@ data
   .action(async (name: DownloadableDataset, opts: { dir?: string; mirror?: string }) => {
     await downloadDataset(name, opts, createLogger({ level: 'info', bindings: { role: 'cli' }, console: 'pretty' }));
   });
+
+// `hwa bench comm` (issue 4): its options and action live in commands/bench-comm.ts.
+registerBenchCommands(program);
 
 program.addOption(new Option('--version', 'print the version').hideHelp());
 

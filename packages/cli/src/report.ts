@@ -4,13 +4,15 @@
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SingleBar } from 'cli-progress';
+import { MultiBar, type SingleBar } from 'cli-progress';
 import type { EvalRecord, RoundRecord, RunConfig, RunPlan } from '@hwa/core';
 import type { Logger } from 'pino';
+import { setConsoleWriter } from './logging.js';
 
 export class RunReporter {
   readonly rounds: RoundRecord[] = [];
   readonly evals: EvalRecord[] = [];
+  private bars: MultiBar | null = null;
   private bar: SingleBar | null = null;
   private readonly metricsFile: string;
   private readonly started = performance.now();
@@ -24,13 +26,15 @@ export class RunReporter {
     this.metricsFile = join(dir, 'metrics.jsonl');
     writeFileSync(this.metricsFile, '');
     if (showProgress) {
-      this.bar = new SingleBar({
+      this.bars = new MultiBar({
         format: 'epoch {epoch} |{bar}| round {value}/{total} | loss {loss} | online {online} | offline {offline} | {rate} samples/s',
         stream: process.stderr,
         hideCursor: true,
         clearOnComplete: false,
       });
-      this.bar.start(plan.rounds, 0, { epoch: '0.00', loss: '-', online: '-', offline: '-', rate: '-' });
+      this.bar = this.bars.create(plan.rounds, 0, { epoch: '0.00', loss: '-', online: '-', offline: '-', rate: '-' });
+      const bars = this.bars;
+      setConsoleWriter((line) => bars.log(line.endsWith('\n') ? line : `${line}\n`));
     }
   }
 
@@ -54,7 +58,10 @@ export class RunReporter {
   }
 
   stopProgress(): void {
-    this.bar?.stop();
+    if (!this.bars) return;
+    this.bars.stop();
+    setConsoleWriter(null);
+    this.bars = null;
     this.bar = null;
   }
 

@@ -3,12 +3,18 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { RunConfig } from '@hwa/core';
 
+/** Creates the run folder (`--out-dir`, or runs/<time>-<mode>-<model>) and writes config.json into it. */
 export function makeRunFolder(config: RunConfig): string {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   const dir = resolve(config.outDir || join('runs', `${stamp}-${config.mode}-${config.model}`));
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  writeRunConfig(dir, config);
   return dir;
+}
+
+/** The resolved options of the run; worker processes read this same file, so all of them agree. */
+export function writeRunConfig(dir: string, config: RunConfig): void {
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
 }
 
 /** Saves θ̄ and θ_HWA of the last completed round, so an interrupted run leaves its state behind. */

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { launchWorkers, stopWorkers, type LaunchedWorker } from '../launcher.js';
 import { createLogger } from '../logging.js';
 import { RunReporter } from '../report.js';
-import { makeRunFolder, writeCheckpoint } from '../run-folder.js';
+import { makeRunFolder, writeCheckpoint, writeRunConfig } from '../run-folder.js';
 import { prepare } from '../setup.js';
 
 /** Thrown when SIGINT/SIGTERM stopped the run; the CLI exits 130. */
@@ -59,7 +59,7 @@ export async function train(input: RunConfig): Promise<void> {
   const prepared = await prepare(config, log);
   // Fix K in the config every process reads, so that all of them hash the same options.
   const fixed: RunConfig = { ...config, workers: prepared.plan.workers };
-  makeRunFolder({ ...fixed, outDir: dir });
+  writeRunConfig(dir, fixed);
   const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed));
   const controller = new AbortController();
   const extra = { backend: prepared.backend, configHash: configHash(fixed) };
@@ -186,6 +186,7 @@ export async function coordinate(config: RunConfig & { bind: string }): Promise<
   const log = createLogger({ level: config.logLevel, bindings: { role: 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   const prepared = await prepare(config, log);
   const fixed: RunConfig = { ...config, workers: prepared.plan.workers };
+  writeRunConfig(dir, fixed);
   const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
   const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed));
   const controller = new AbortController();
