@@ -71,7 +71,7 @@ interface ConvCase {
 }
 
 // Strides 1 and 2, 'same'/'valid'/explicit pads (incl. pads wider than the kernel), odd sizes, batch 1 and >1,
-// channels 1 and >1, a 1×1 (matmul) case, and one NCHW case.
+// channels 1 and >1, 1×1 (matmul) cases, im2col cases, and NCHW.
 const CONV_CASES: ConvCase[] = [
   { n: 1, h: 5, w: 7, ci: 1, co: 1, k: [3, 3], s: 1, pad: 'same' },
   { n: 3, h: 9, w: 8, ci: 2, co: 4, k: [3, 2], s: 2, pad: 'valid' },
@@ -83,6 +83,10 @@ const CONV_CASES: ConvCase[] = [
   { n: 2, h: 6, w: 6, ci: 2, co: 3, k: [2, 2], s: 1, pad: [[0, 0], [3, 0], [0, 2], [0, 0]] },
   { n: 4, h: 11, w: 13, ci: 3, co: 6, k: [3, 3], s: [2, 1], pad: 'same' },
   { n: 5, h: 28, w: 28, ci: 1, co: 8, k: [3, 3], s: 1, pad: 'valid' },
+  // few input channels, many output channels: the weight gradient goes through im2col
+  { n: 3, h: 12, w: 10, ci: 1, co: 32, k: [3, 3], s: 2, pad: 'same' },
+  { n: 2, h: 9, w: 9, ci: 2, co: 24, k: [2, 2], s: 1, pad: 'valid' },
+  { n: 2, h: 8, w: 7, ci: 1, co: 16, k: [3, 3], s: 1, pad: [[0, 0], [2, 0], [1, 1], [0, 0]] },
   { n: 2, h: 7, w: 9, ci: 3, co: 4, k: [3, 3], s: 2, pad: 'same', nchw: true },
   { n: 2, h: 7, w: 9, ci: 3, co: 4, k: [3, 3], s: 1, pad: [[0, 0], [1, 0], [2, 1], [0, 0]], nchw: true },
 ];
@@ -141,6 +145,41 @@ describe('wasm training kernels equal the cpu backend', () => {
     );
   });
 
+  it.each([
+    ['multiplier 1, stride 1 same', [2, 7, 6, 3], [3, 3, 3, 1], 1, 'same'],
+    ['multiplier 2, stride 2 valid', [3, 9, 8, 2], [3, 3, 2, 2], 2, 'valid'],
+    ['multiplier 3, stride 2 same, 5×5', [2, 11, 10, 4], [5, 5, 4, 3], 2, 'same'],
+    ['explicit pads', [1, 6, 7, 2], [2, 3, 2, 1], 1, [[0, 0], [1, 2], [0, 3], [0, 0]]],
+  ] as const)('DepthwiseConv2dNative gradients, %s', async (_, xShape, filterShape, stride, pad) => {
+    const info = tf.backend_util.computeConv2DInfo(
+      [...xShape] as [number, number, number, number],
+      [...filterShape] as [number, number, number, number],
+      stride,
+      1,
+      pad as Pad,
+      undefined,
+      true,
+    );
+    const x = random(count(xShape), 16);
+    const filter = random(count(filterShape), 17);
+    const dy = random(count(info.outShape), 18);
+    const attrs = { strides: stride, dilations: 1, pad };
+    await expectSame('DepthwiseConv2dNativeBackpropFilter', () =>
+      tf.engine().runKernel(
+        'DepthwiseConv2dNativeBackpropFilter',
+        { x: tf.tensor(x, [...xShape]), dy: tf.tensor(dy, info.outShape) },
+        { ...attrs, filterShape: [...filterShape] },
+      ) as tf.Tensor,
+    );
+    await expectSame('DepthwiseConv2dNativeBackpropInput', () =>
+      tf.engine().runKernel(
+        'DepthwiseConv2dNativeBackpropInput',
+        { dy: tf.tensor(dy, info.outShape), filter: tf.tensor(filter, [...filterShape]) },
+        { ...attrs, inputShape: [...xShape] },
+      ) as tf.Tensor,
+    );
+  });
+
   const MATMUL_SHAPES: [number, number, number, number][] = [
     // [batch (0 = rank 2), M, K, N]
     [0, 5, 7, 3],
@@ -148,7 +187,8 @@ describe('wasm training kernels equal the cpu backend', () => {
     [0, 40, 3, 17],
     [0, 64, 300, 96],
     [1, 9, 20, 11],
-    [3, 6, 5, 4],
+    [3, 6, 5, 4], // batched, small: wasm's own loop
+    [4, 40, 50, 30], // batched, large: one XNNPACK product per matrix
   ];
   for (const transposeA of [false, true]) {
     for (const transposeB of [false, true]) {
@@ -166,6 +206,22 @@ describe('wasm training kernels equal the cpu backend', () => {
       });
     }
   }
+
+  it.each([
+    [false, false],
+    [true, false],
+    [false, true],
+  ])('BatchMatMul, batched a times one broadcast b, transposeA=%s transposeB=%s', async (transposeA, transposeB) => {
+    const [m, k, n] = [40, 50, 30];
+    const aShape = [3, ...(transposeA ? [k, m] : [m, k])];
+    const bShape = transposeB ? [n, k] : [k, n];
+    const a = random(count(aShape), 21);
+    const b = random(count(bShape), 22);
+    await expectSame('BatchMatMul', () => [
+      tf.matMul(tf.tensor(a, aShape), tf.tensor(b, bShape), transposeA, transposeB),
+      tf.matMul(tf.tensor(b, [1, ...bShape]), tf.tensor(a, aShape), !transposeB, !transposeA),
+    ]);
+  });
 
   it.each([
     [false, true],
@@ -225,6 +281,26 @@ describe('wasm training kernels equal the cpu backend', () => {
     await expectSame('Sum', () => tf.sum(tf.tensor(x, [...shape]), [...axes], keepDims));
   });
 
+  it.each([
+    ['leading axes, pooled path', [64, 16, 16, 24], [0, 1, 2], false],
+    ['leading axes, JS path, keepDims', [5, 7, 3], [0, 1], true],
+    ['inner axis (stock kernel)', [6, 5, 4], [2], false],
+  ] as const)('Mean, %s', async (_, shape, axes, keepDims) => {
+    const x = random(count(shape), 14);
+    await expectSame('Mean', () => tf.mean(tf.tensor(x, [...shape]), [...axes], keepDims));
+  });
+
+  it.each([
+    ['BatchNorm statistics to activation shape', [1, 1, 1, 5], [4, 3, 2, 1], 'float32'],
+    ['every axis', [2, 3, 4], [3, 1, 2], 'float32'],
+    ['inner axes only', [3, 2, 2], [1, 2, 3], 'int32'],
+    ['identity', [3, 4], [1, 1], 'float32'],
+    ['rank 1', [7], [5], 'bool'],
+  ] as const)('Tile, %s', async (_, shape, reps, dtype) => {
+    const x = random(count(shape), 15).map((v) => (dtype === 'float32' ? v : Math.round(v * 5)));
+    await expectSame('Tile', () => tf.tile(tf.tensor(x, [...shape], dtype), [...reps]).toFloat());
+  });
+
   it('UnsortedSegmentSum, ids out of range dropped', async () => {
     const ids = [0, 3, 3, 1, 0, 4, 2, 3];
     const x = random(ids.length * 6, 13);
@@ -241,6 +317,8 @@ describe('a small conv net trains the same on wasm as on cpu', () => {
     const layers = () => [
       // relu inside the layer: tfjs-layers runs conv + bias + relu unfused under a gradient tape
       tf.layers.conv2d({ inputShape: [...input], filters: 4, kernelSize: 3, padding: 'same', activation: 'relu' }),
+      // batch statistics in training mode: the gradient tiles and reduces per channel (Tile, Mean, Sum)
+      tf.layers.batchNormalization({}),
       tf.layers.maxPooling2d({ poolSize: 2 }),
       // linear activation: the fused conv's custom gradient (Conv2DBackpropInput/Filter, stride 2 'valid')
       tf.layers.conv2d({ filters: 6, kernelSize: 3, strides: 2, padding: 'valid' }),
@@ -271,7 +349,7 @@ describe('a small conv net trains the same on wasm as on cpu', () => {
     };
     const cpu = await gradients('cpu');
     const wasm = await gradients('wasm');
-    expect(wasm.length).toBe(9); // loss + 4 kernels + 4 biases
+    expect(wasm.length).toBe(11); // loss + 4 kernels + 4 biases + BatchNorm γ and β
     cpu.forEach((c, i) => expectClose(wasm[i], c, i === 0 ? 'loss' : `gradient ${i - 1}`));
   });
 });
@@ -290,6 +368,8 @@ describe('registration', () => {
       b: tf.tensor(random(30 * 20, 5), [20, 30]),
       big: tf.tensor(random(64 * 32 * 40, 6), [64, 32, 40]),
       pool: tf.tensor(random(2 * 8 * 8 * 3, 7), [2, 8, 8, 3]),
+      depthwise: tf.tensor(random(3 * 3 * 3 * 2, 8), [3, 3, 3, 2]),
+      batched: tf.tensor(random(4 * 40 * 50, 9), [4, 40, 50]),
     }));
     const step = () =>
       tf.tidy(() => {
@@ -299,8 +379,15 @@ describe('registration', () => {
         tf.matMul(inputs.a, inputs.b, false, true);
         tf.matMul(inputs.a, inputs.a, true, false);
         tf.matMul(inputs.b, inputs.a, false, true);
+        tf.matMul(inputs.batched, inputs.batched, false, true);
         tf.sum(inputs.big, [0, 1]);
+        tf.mean(inputs.big, [0, 1]);
+        tf.tile(inputs.b, [2, 3]);
         tf.grad((p: tf.Tensor) => tf.maxPool(p as tf.Tensor4D, 2, 2, 'valid').sum())(inputs.pool);
+        tf.grads((p: tf.Tensor, f: tf.Tensor) => tf.depthwiseConv2d(p as tf.Tensor4D, f as tf.Tensor4D, 2, 'same').sum())([
+          inputs.pool,
+          inputs.depthwise,
+        ]);
       });
     step(); // first call may allocate lasting state (XNNPACK operators for the kept inputs)
     const tensors = tf.memory().numTensors;
@@ -309,6 +396,22 @@ describe('registration', () => {
     expect(tf.memory().numTensors).toBe(tensors);
     expect(backend.numDataIds()).toBe(buffers);
     tf.dispose(Object.values(inputs));
+  });
+
+  it("replaces Sum's and Mean's gradients by ones that give tfjs-core's values", async () => {
+    await tf.setBackend('cpu');
+    const x = random(4 * 5 * 6, 30);
+    const grads = () =>
+      tf.tidy(() => {
+        const t = tf.tensor(x, [4, 5, 6]);
+        const f = (v: tf.Tensor) => tf.add(tf.sum(tf.mul(v, v), [0, 2]).square().sum(), tf.mean(v, 1).sin().sum());
+        return tf.grad(f)(t).dataSync() as Float32Array;
+      });
+    const ours = grads();
+    unregisterWasmTrainingKernels();
+    const stock = grads();
+    registerWasmTrainingKernels();
+    expect(ours).toEqual(stock);
   });
 
   it('is idempotent and reversible', async () => {
