@@ -26,6 +26,7 @@ interface Totals {
   sendMs: number;
   waitMs: number;
   averageMs: number;
+  commMs: number;
   bytes: number;
   rounds: number;
   final: { online: { accuracy: number }; offline: { accuracy: number } } | null;
@@ -55,7 +56,7 @@ const rows = runs.map(({ label, totals: t }) => ({
   send: pct(t.sendMs, t),
   wait: pct(t.waitMs, t),
   average: pct(t.averageMs, t),
-  'comm total': pct(t.sendMs + t.waitMs + t.averageMs, t),
+  'sync overhead': pct(t.commMs, t),
   MB: (t.bytes / 1e6).toFixed(1),
   'offline acc': t.final ? `${(t.final.offline.accuracy * 100).toFixed(2)}%` : '-',
 }));

@@ -32,6 +32,9 @@ export interface LaunchOptions {
   onUnexpectedExit(failure: WorkerFailure): void;
 }
 
+/** glibc malloc settings for worker processes (see `hwa bench comm --glibc-tuning`). */
+export const GLIBC_TUNING = 'glibc.malloc.trim_threshold=17179869184:glibc.malloc.mmap_threshold=33554432';
+
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const KEEP_LINES = 5;
 
@@ -39,6 +42,9 @@ export function launchWorkers(o: LaunchOptions): LaunchedWorker[] {
   return Array.from({ length: o.workers }, (_, rank) => {
     const env: NodeJS.ProcessEnv = { ...process.env, HWA_RANK: String(rank), HWA_WORLD_SIZE: String(o.workers) };
     if (o.gpus.length > 0) env.CUDA_VISIBLE_DEVICES = String(o.gpus[rank]);
+    // Keep glibc from returning freed message buffers to the OS after every round (and from mmap-ing each
+    // large one anew): first-touching fresh memory made float32 rounds ~30% slower (hwa bench comm).
+    env.GLIBC_TUNABLES ??= GLIBC_TUNING;
     // The IPC channel only serves as a lifeline: a worker exits when it closes (the launcher died).
     const child = spawn(
       process.execPath,

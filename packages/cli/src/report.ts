@@ -80,6 +80,8 @@ export class RunReporter {
       sendMs: sum((r) => r.sendMs),
       waitMs: sum((r) => r.waitMs),
       averageMs: sum((r) => r.averageMs),
+      // What synchronizing costs: round wall time not covered by the slowest worker's compute.
+      commMs: sum((r) => r.commMs ?? Math.max(0, r.wallMs - r.computeMs)),
       roundMs,
       bytes: sum((r) => r.bytes),
       final: last ? { online: last.online, offline: last.offline } : null,
@@ -95,10 +97,11 @@ export class RunReporter {
       ['rounds', `${t.rounds} of ${this.plan.rounds} (K=${this.plan.workers}, H=${this.plan.syncPeriod})`],
       ['wall time', `${(t.wallMs / 1000).toFixed(1)} s`],
       ['throughput', `${Math.round(t.samplesPerSecond)} samples/s`],
-      ['compute', `${(t.computeMs / 1000).toFixed(2)} s (${share(t.computeMs)} of round time)`],
-      ['send', `${(t.sendMs / 1000).toFixed(2)} s (${share(t.sendMs)})`],
-      ['wait', `${(t.waitMs / 1000).toFixed(2)} s (${share(t.waitMs)})`],
-      ['average', `${(t.averageMs / 1000).toFixed(2)} s (${share(t.averageMs)})`],
+      ['compute', `${(t.computeMs / 1000).toFixed(2)} s (${share(t.computeMs)} of round time, slowest worker)`],
+      ['sync overhead', `${(t.commMs / 1000).toFixed(2)} s (${share(t.commMs)}): round time beyond compute`],
+      ['  averaging', `${(t.averageMs / 1000).toFixed(2)} s (${share(t.averageMs)})`],
+      ['  straggler wait', `${(t.waitMs / 1000).toFixed(2)} s (${share(t.waitMs)}; first to last arrival, overlaps compute)`],
+      ['  transfer, rest', `${(t.sendMs / 1000).toFixed(2)} s (${share(t.sendMs)})`],
       ['bytes moved', `${(t.bytes / 1e6).toFixed(1)} MB`],
     ];
     if (t.final) {
@@ -124,6 +127,8 @@ export interface RunTotals {
   sendMs: number;
   waitMs: number;
   averageMs: number;
+  /** Σ (wall − compute): the time synchronizing costs. */
+  commMs: number;
   roundMs: number;
   bytes: number;
   final: { online: { loss: number; accuracy: number }; offline: { loss: number; accuracy: number } } | null;

@@ -4,6 +4,17 @@
  * chunk as soon as all K copies of it are in and send it straight back (pipelined), feed the offline average
  * when the round is complete, and gather the workers' evaluation shards at evaluation rounds.
  *
+ * The hot path of a round (issue 4), per chunk c of the vector, all in buffers allocated once:
+ * ```
+ * K payload frames of chunk c arrive   (zeromq hands them over zero-copy; float32 is viewed in place)
+ *   → mean into online[c]              (one pass; 16-bit codes are decoded inside the same loop)
+ *   → encode online[c] into the wire dtype (float32: a view of online[c], no copy) → queue to K workers
+ * ```
+ * so averaging and encoding chunk c overlap the arrival of chunk c+1 (libzmq's I/O thread keeps receiving)
+ * and the first averaged chunks travel back before the last ones land. With --restart online the offline
+ * (window) update of round r is deferred until the round's broadcast has been handed to libzmq: it then
+ * overlaps the transfer instead of delaying it, and it always runs before round r+1 writes to θ̄.
+ *
  * Evaluation runs on the workers, each scoring 1/K of the test set, so no process scores the whole set
  * while the others wait (the coordinator only adds the K tallies).
  */
@@ -16,6 +27,7 @@ import {
   diffTraining,
   epochAfterRound,
   evaluatesAfterRound,
+  meanCodesRangeInto,
   meanRangeInto,
   tallyToMetrics,
   type EvalRecord,
@@ -29,9 +41,9 @@ import {
   bytesPerElement,
   chunkPlan,
   decode,
+  decodeTable,
   encode,
   float32View,
-  readTensorInto,
   tensorFrame,
   type Header,
   type HeaderOf,
@@ -80,15 +92,22 @@ interface RoundState {
   round: number;
   /** Chunks received so far per rank. */
   received: number[];
-  /** Per chunk: the K ranks' float32 views of it (null until arrived). */
-  pending: (Float32Array | null)[][];
+  /**
+   * Per chunk: the K ranks' payloads of it, viewed in place as float32 or as 16-bit codes (null until arrived).
+   * Dropped as soon as the chunk is averaged, so zeromq's receive buffers can be collected.
+   */
+  pending: (Float32Array | Uint16Array | null)[][];
   /** Per chunk: how many ranks delivered it. */
   arrivals: number[];
   chunksAveraged: number;
   started: number;
+  /** When the round's averages were all computed and queued (its wall time ends here). */
+  ended: number;
   firstArrival: number;
   lastArrival: number;
-  averageMs: number;
+  meanMs: number;
+  encodeMs: number;
+  offlineMs: number;
   computeMs: number;
   loss: number;
   samples: number;
@@ -106,11 +125,17 @@ export class Coordinator {
   private readonly peers = new Map<number, Buffer>();
   private readonly evalTallies = new Map<number, { online: EvalTally; offline: EvalTally; ranks: Set<number> }>();
   private state: RoundState | null = null;
-  /** Scratch for decoding half-precision chunks, one per rank. */
-  private readonly decodeScratch: Float32Array[];
-  /** Scratch for encoding half-precision broadcasts. */
+  /** float32 value of each 16-bit wire code (16-bit dtypes only): the mean decodes through it in its own loop. */
+  private readonly codeTable: Float32Array | null;
+  /**
+   * The wire bytes of broadcasts in 16-bit dtypes, one region per chunk so every chunk can be in flight at once
+   * (zeromq.js sends them without copying). Reused every round: round r+1's chunk c is only averaged once every
+   * worker sent it, i.e. after every worker received all of round r.
+   */
   private readonly encodeScratch: Uint8Array;
   private readonly offlineScratch: Uint8Array;
+  /** The completed round whose offline update and record wait until its broadcast is queued (see flushFinish). */
+  private finishing: { s: RoundState; evaluate: boolean } | null = null;
   private readonly log: Logger;
   private finished = false;
   private resolveRun!: (r: CoordinatorResult) => void;
@@ -124,8 +149,9 @@ export class Coordinator {
     this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial);
     this.chunks = chunkPlan(o.syncSize, o.config.chunkFloats);
     this.modelChunks = chunkPlan(o.modelSize, o.config.chunkFloats);
-    const halves = o.config.wireDtype !== 'float32';
-    this.decodeScratch = Array.from({ length: o.plan.workers }, () => new Float32Array(halves ? o.syncSize : 0));
+    const dtype = o.config.wireDtype;
+    const halves = dtype !== 'float32';
+    this.codeTable = dtype === 'float32' ? null : decodeTable(dtype);
     this.encodeScratch = new Uint8Array(halves ? o.syncSize * 2 : 0);
     this.offlineScratch = new Uint8Array(halves ? o.modelSize * 2 : 0);
   }
@@ -170,6 +196,11 @@ export class Coordinator {
 
   /** The latest θ̄ and θ_HWA (for a checkpoint when a run is stopped). */
   snapshot(): CoordinatorResult {
+    // A completed round whose offline update was still deferred: apply it, so θ_HWA matches `rounds`.
+    if (this.finishing) {
+      this.finishing = null;
+      this.averager.finishRound();
+    }
     return { online: this.averager.online, offline: this.averager.offline, rounds: this.averager.round };
   }
 
@@ -287,9 +318,12 @@ export class Coordinator {
       arrivals: this.chunks.map(() => 0),
       chunksAveraged: 0,
       started: performance.now(),
+      ended: 0,
       firstArrival: 0,
       lastArrival: 0,
-      averageMs: 0,
+      meanMs: 0,
+      encodeMs: 0,
+      offlineMs: 0,
       computeMs: 0,
       loss: 0,
       samples: 0,
@@ -312,7 +346,7 @@ export class Coordinator {
       throw new ProtocolError(`weights from rank ${h.rank} in ${h.tensor.dtype}, this run uses ${this.o.config.wireDtype}`);
     if (s.pending[h.tensor.chunk][h.rank] || s.received[h.rank] > h.tensor.chunk)
       throw new ProtocolError(`duplicate chunk ${h.tensor.chunk} of round ${h.round} from rank ${h.rank}`);
-    const view = this.floatsOf(h.rank, h.tensor, payload);
+    const view = this.payloadView(h.rank, h.tensor, payload);
     const now = performance.now();
     if (s.firstArrival === 0) s.firstArrival = now;
     s.bytes += payload?.byteLength ?? 0;
@@ -331,32 +365,63 @@ export class Coordinator {
     }
   }
 
-  /** The payload as float32 values: a zero-copy view for float32, decoded into scratch for 16-bit dtypes. */
-  private floatsOf(rank: number, tensor: TensorDescriptor, payload: Buffer | undefined): Float32Array {
+  /**
+   * The payload in place, never copied: float32 as a Float32Array view (zeromq frames arrive at byteOffset 0),
+   * 16-bit dtypes as their codes, which the mean decodes itself.
+   */
+  private payloadView(rank: number, tensor: TensorDescriptor, payload: Buffer | undefined): Float32Array | Uint16Array {
     if (!payload) throw new ProtocolError(`weights from rank ${rank} carry no tensor frame`);
     if (tensor.dtype === 'float32') return float32View(payload);
-    const scratch = this.decodeScratch[rank];
-    readTensorInto(payload, tensor, scratch);
-    return scratch.subarray(tensor.offset, tensor.offset + tensor.count);
+    // Frames from zeromq are aligned; a hand-made odd-offset buffer is copied once rather than rejected.
+    const aligned = payload.byteOffset % 2 === 0 ? payload : Uint8Array.prototype.slice.call(payload);
+    return new Uint16Array(aligned.buffer, aligned.byteOffset, tensor.count);
   }
 
   private averageChunk(s: RoundState, index: number): void {
+    // Round r's deferred offline update reads θ̄: it must run before round r+1 writes into it.
+    this.flushFinish();
     const t0 = performance.now();
     const { offset, count } = this.chunks[index];
-    const online = this.averager.online;
     // The views cover only this chunk; mean them into online[offset, offset+count).
-    const target = online.subarray(offset, offset + count);
-    meanRangeInto(target, s.pending[index] as Float32Array[], 0, count);
+    const target = this.averager.online.subarray(offset, offset + count);
+    if (this.codeTable) meanCodesRangeInto(target, s.pending[index] as Uint16Array[], this.codeTable, 0, count);
+    else meanRangeInto(target, s.pending[index] as Float32Array[], 0, count);
     s.pending[index].fill(null);
     s.chunksAveraged++;
-    const pipelined = this.o.config.restart === 'online';
+    s.meanMs += performance.now() - t0;
     const complete = s.chunksAveraged === this.chunks.length;
     const evaluate = evaluatesAfterRound(this.o.plan, s.round);
-    if (complete) this.averager.finishRound();
-    s.averageMs += performance.now() - t0;
-    // With --restart online the averaged chunk is final: send it now, while later chunks are still arriving.
-    if (pipelined) this.sendAverageChunk(s, index, evaluate);
-    if (complete) this.completeRound(s, evaluate, pipelined);
+    if (this.o.config.restart === 'online') {
+      // The averaged chunk is final: send it now, while later chunks are still arriving.
+      this.sendAverageChunk(s, index, evaluate);
+      if (!complete) return;
+      // Start accepting round r+1 at once (a fast worker may send it before the slow path below has run), and
+      // update the offline average only once the broadcast is in libzmq's hands: sends resolve synchronously
+      // while the socket is writable, so this runs right after the last queued send, before new arrivals.
+      this.endRound(s);
+      this.finishing = { s, evaluate };
+      void this.sendChain.then(() => this.flushFinish());
+      return;
+    }
+    if (!complete) return;
+    // --restart offline: workers restart from θ_HWA, so the offline update must precede the broadcast.
+    const t1 = performance.now();
+    this.averager.finishRound();
+    s.offlineMs += performance.now() - t1;
+    for (let c = 0; c < this.chunks.length; c++) this.sendAverageChunk(s, c, evaluate);
+    this.endRound(s);
+    this.completeRound(s, evaluate);
+  }
+
+  /** Runs the offline update and the bookkeeping of a completed round, if still pending. */
+  private flushFinish(): void {
+    const pending = this.finishing;
+    if (!pending || this.finished) return;
+    this.finishing = null;
+    const t0 = performance.now();
+    this.averager.finishRound();
+    pending.s.offlineMs += performance.now() - t0;
+    this.completeRound(pending.s, pending.evaluate);
   }
 
   private sendAverageChunk(s: RoundState, index: number, evaluate: boolean): void {
@@ -364,7 +429,7 @@ export class Coordinator {
     const t0 = performance.now();
     const dtype = this.o.config.wireDtype;
     const frame = tensorFrame(this.averager.online, offset, count, dtype, this.encodeScratch.subarray(offset * 2, (offset + count) * 2));
-    s.averageMs += performance.now() - t0;
+    s.encodeMs += performance.now() - t0;
     const header = encode(
       {
         v: PROTOCOL_VERSION,
@@ -379,10 +444,19 @@ export class Coordinator {
     s.bytes += frame.byteLength * this.peers.size;
   }
 
-  private completeRound(s: RoundState, evaluate: boolean, alreadySent: boolean): void {
-    if (!alreadySent) for (let c = 0; c < this.chunks.length; c++) this.sendAverageChunk(s, c, evaluate);
+  /** Round s has all its averages: the next round's weights are accepted from now on. */
+  private endRound(s: RoundState): void {
+    s.ended = performance.now();
+    if (evaluatesAfterRound(this.o.plan, s.round)) this.evalTallies.set(s.round, { online: zero(), offline: zero(), ranks: new Set() });
+    if (s.round < this.o.plan.rounds) this.beginRound(s.round + 1);
+    else this.state = null;
+  }
+
+  /** After the offline update: θ_HWA to the workers if they need it, and the round's record. */
+  private completeRound(s: RoundState, evaluate: boolean): void {
     // Workers need θ_HWA to restart from it (--restart offline) or to evaluate it.
     if (this.o.config.restart === 'offline' || evaluate) {
+      const t0 = performance.now();
       for (const identity of this.peers.values())
         this.broadcastVector(identity, this.averager.offline, this.modelChunks, (tensor) => ({
           v: PROTOCOL_VERSION,
@@ -390,10 +464,14 @@ export class Coordinator {
           round: s.round,
           tensor,
         }), this.offlineScratch);
+      s.encodeMs += performance.now() - t0;
       s.bytes += this.o.modelSize * bytesPerElement(this.o.config.wireDtype) * this.peers.size;
     }
-    const wallMs = performance.now() - s.started;
+    // A round's wall time ends when its averages are out; its deferred offline update (if any) overlaps the
+    // next round's transfers and is counted here all the same, in averageMs.
+    const wallMs = s.ended - s.started;
     const waitMs = s.lastArrival - s.firstArrival;
+    const averageMs = s.meanMs + s.encodeMs + s.offlineMs;
     const record: RoundRecord = {
       round: s.round,
       epoch: epochAfterRound(this.o.plan, s.round),
@@ -404,15 +482,16 @@ export class Coordinator {
       wallMs,
       computeMs: s.computeMs,
       waitMs,
-      averageMs: s.averageMs,
+      averageMs,
+      meanMs: s.meanMs,
+      encodeMs: s.encodeMs,
+      offlineMs: s.offlineMs,
       // What is neither compute, straggler wait nor averaging is moving bytes (send, receive, decode).
-      sendMs: Math.max(0, wallMs - s.computeMs - waitMs - s.averageMs),
+      sendMs: Math.max(0, wallMs - s.computeMs - waitMs - averageMs),
       bytes: s.bytes,
+      commMs: Math.max(0, wallMs - s.computeMs),
     };
     this.o.onRound?.(record);
-    if (evaluate) this.evalTallies.set(s.round, { online: zero(), offline: zero(), ranks: new Set() });
-    if (s.round < this.o.plan.rounds) this.beginRound(s.round + 1);
-    else this.state = null;
   }
 
   private broadcastVector(

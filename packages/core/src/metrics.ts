@@ -34,10 +34,22 @@ export interface RoundRecord {
   sendMs: number;
   /** Time the coordinator waited for the slowest worker, beyond the first arrival (ms). */
   waitMs: number;
-  /** Time spent averaging and updating the offline average (ms). */
+  /** Time spent averaging and updating the offline average (ms): meanMs + encodeMs + offlineMs where given. */
   averageMs: number;
+  /** Of averageMs: the online mean alone (ms), decoding of 16-bit payloads included (fused into the same pass). */
+  meanMs?: number;
+  /** Of averageMs: encoding broadcasts into the wire dtype (ms); 0 for float32, which is sent zero-copy. */
+  encodeMs?: number;
+  /** Of averageMs: updating the offline average and the restart vector (ms). */
+  offlineMs?: number;
   /** Bytes moved over the wire this round, both directions. */
   bytes: number;
+  /**
+   * Communication overhead of the round (ms): wall time not covered by the slowest worker's compute, i.e.
+   * moving the vectors both ways (and converting them), averaging, and waiting on stragglers. The share of
+   * wall time that synchronizing costs is commMs / wallMs.
+   */
+  commMs?: number;
 }
 
 export interface EvalRecord {

@@ -108,8 +108,15 @@ export function float32ToFloat16Range(
 ): void {
   checkRange('float32ToFloat16Range', src.length, start, end, dst.length, dstOffset);
   const bits = i32(src);
-  const delta = dstOffset - start;
-  for (let i = start; i < end; i++) dst[i + delta] = floatBitsToHalf(bits[i]);
+  // Weights are almost all normal halves: one unsigned range test selects the inline fast path (the normal
+  // case of floatBitsToHalf), everything else takes the full function (~10% less CPU on 25M floats).
+  for (let i = start, j = dstOffset; i < end; i++, j++) {
+    const x = bits[i];
+    const abs = x & 0x7fffffff;
+    if (((abs - 0x38800000) >>> 0) < 0x477ff000 - 0x38800000)
+      dst[j] = ((x >>> 16) & 0x8000) | ((abs - 0x38000000 + 0xfff + ((abs >>> 13) & 1)) >>> 13);
+    else dst[j] = floatBitsToHalf(x);
+  }
 }
 
 /** dst[dstOffset + i] = float32(src[start + i]) for half bit patterns src, i in [0, end - start). Exact. */
@@ -124,8 +131,7 @@ export function float16ToFloat32Range(
   const lut = table();
   // Written as bits, not numbers: a float32 store could canonicalise NaN payloads.
   const out = i32(dst);
-  const delta = dstOffset - start;
-  for (let i = start; i < end; i++) out[i + delta] = lut[src[i]];
+  for (let i = start, j = dstOffset; i < end; i++, j++) out[j] = lut[src[i]];
 }
 
 /** dst[dstOffset + i] = bfloat16(src[start + i]) for i in [0, end - start). */
@@ -138,8 +144,16 @@ export function float32ToBfloat16Range(
 ): void {
   checkRange('float32ToBfloat16Range', src.length, start, end, dst.length, dstOffset);
   const bits = i32(src);
-  const delta = dstOffset - start;
-  for (let i = start; i < end; i++) dst[i + delta] = floatBitsToBfloat(bits[i]);
+  // Round every element branch-free (right for all but NaN) and note whether any exponent is all ones; only
+  // then fix NaNs in a second pass. A per-element NaN branch took ~1.3× the CPU time on 25M floats.
+  let special = 0;
+  for (let i = start, j = dstOffset; i < end; i++, j++) {
+    const x = bits[i];
+    special |= (((x >>> 23) & 0xff) + 1) >> 8;
+    dst[j] = ((x + 0x7fff + ((x >> 16) & 1)) | 0) >> 16;
+  }
+  if (special !== 0)
+    for (let i = start, j = dstOffset; i < end; i++, j++) if ((bits[i] & 0x7fffffff) > 0x7f800000) dst[j] = floatBitsToBfloat(bits[i]);
 }
 
 /** dst[dstOffset + i] = float32(src[start + i]) for bfloat16 bit patterns src. Exact (a shift). */
@@ -152,8 +166,7 @@ export function bfloat16ToFloat32Range(
 ): void {
   checkRange('bfloat16ToFloat32Range', src.length, start, end, dst.length, dstOffset);
   const out = i32(dst);
-  const delta = dstOffset - start;
-  for (let i = start; i < end; i++) out[i + delta] = src[i] << 16;
+  for (let i = start, j = dstOffset; i < end; i++, j++) out[j] = src[i] << 16;
 }
 
 /** The whole of `src` into `dst` (which must be at least as long). */
@@ -174,6 +187,22 @@ export function float32ToBfloat16(src: Float32Array, dst: Uint16Array): void {
 /** The whole of `src` into `dst` (which must be at least as long). */
 export function bfloat16ToFloat32(src: Uint16Array, dst: Float32Array): void {
   bfloat16ToFloat32Range(src, 0, src.length, dst, 0);
+}
+
+let bfloatTable: Int32Array | undefined;
+
+/**
+ * The float32 value of every 16-bit code of `dtype` (65536 entries, 256 KiB, built once and shared: do not
+ * write to it). Lets a kernel decode inside its own loop, e.g. the coordinator's fused decode-and-average
+ * (`meanCodesRangeInto` in @hwa/core), instead of decoding each input into a scratch vector first.
+ */
+export function decodeTable(dtype: 'float16' | 'bfloat16'): Float32Array {
+  if (dtype === 'float16') return new Float32Array(table().buffer);
+  if (bfloatTable === undefined) {
+    bfloatTable = new Int32Array(65536);
+    for (let h = 0; h < 65536; h++) bfloatTable[h] = h << 16;
+  }
+  return new Float32Array(bfloatTable.buffer);
 }
 
 // Scalar forms, for tests and one-off values; the loops above are what the hot path uses.

@@ -2,6 +2,10 @@
  * The worker role: one DEALER socket to the coordinator, one LocalTrainer. The loop below is the whole of
  * a worker's life (DESIGN §1): check in, then per round train H steps, send the vector, receive the average
  * (and θ_HWA when needed), evaluate a test shard at evaluation rounds, restart from the average.
+ *
+ * Transfers are pipelined by chunk (issue 4): `send()` resolves once libzmq has queued a chunk, so chunk i+1 is
+ * encoded while libzmq's I/O thread writes chunk i; incoming chunks are decoded into place as each arrives,
+ * while the next one is still on the wire. Every model-sized buffer is allocated once, before the first round.
  */
 import { hostname } from 'node:os';
 import {
@@ -42,7 +46,10 @@ export interface WorkerTrainer {
   load(vector: Float32Array): void;
   /** Run the local steps of round `round` (1-based). */
   runRound(round: number): { loss: number; samples: number; computeMs: number; lr: number; step: number };
-  /** Write the vector to send into `out`. */
+  /**
+   * The vector to send (length syncSize): written into `out` and returned, or the trainer's own array returned
+   * instead (no copy), which must then stay unchanged until the next `load`. Sent without copying either way.
+   */
   readVector(out: Float32Array): Float32Array;
   /** Score model weights on this rank's test shard. */
   evaluateShard(modelVector: Float32Array, shards: number): EvalTally;
@@ -144,11 +151,15 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
 
     for (let round = welcome.nextRound; round <= plan.rounds; round++) {
       const result = trainer.runRound(round);
-      trainer.readVector(outgoing);
-      // zeromq.js sends float32 frames zero-copy: `outgoing` is not touched again until the average is back,
-      // by which time the coordinator has received every byte of it.
-      for (const [chunk, { offset, count }] of syncChunks.entries()) {
-        const frame = tensorFrame(outgoing, offset, count, dtype, outgoingWire.subarray(offset * 2, (offset + count) * 2));
+      const vector = trainer.readVector(outgoing);
+      if (vector.length !== syncSize)
+        throw new WorkerFailure(`worker ${rank}: the trainer returned a vector of ${vector.length} floats, expected ${syncSize}`, rank);
+      // zeromq.js sends float32 frames zero-copy: `vector` is not touched again until the average is back,
+      // by which time the coordinator has received every byte of it. A 16-bit chunk is encoded into its own
+      // region of `outgoingWire` while the previous chunks are still being written out.
+      for (let chunk = 0; chunk < syncChunks.length; chunk++) {
+        const { offset, count } = syncChunks[chunk];
+        const frame = tensorFrame(vector, offset, count, dtype, outgoingWire.subarray(offset * 2, (offset + count) * 2));
         await socket.send(
           encode(
             {

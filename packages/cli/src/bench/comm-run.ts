@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WorkerFailure, configHash, type RoundRecord } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
-import { bytesPerElement } from '@hwa/protocol';
+import { bytesPerElement, chunkPlan } from '@hwa/protocol';
 import type { Logger } from 'pino';
 import { Router } from 'zeromq';
 import { weightLike } from './comm-ceilings.js';
@@ -86,7 +86,8 @@ export async function runCase(c: CommCase, transport: Transport, warmup: number,
     });
     const coordinated = coordinator.run();
     coordinated.catch(() => {}); // awaited below; an early failure must not be an unhandled rejection
-    const echoMs = await runEcho(echoRouter, c.workers, c.floats * bytesPerElement(c.dtype), warmup, measured, controller.signal);
+    const frames = chunkPlan(c.floats, c.chunkFloats).map(({ count }) => count * bytesPerElement(c.dtype));
+    const echoMs = await runEcho(echoRouter, c.workers, frames, warmup, measured, controller.signal);
     echoRouter.close();
     await coordinated;
     await Promise.all(children.map((child) => (child.exitCode !== null ? null : new Promise((r) => child.once('exit', r)))));
@@ -98,28 +99,41 @@ export async function runCase(c: CommCase, transport: Transport, warmup: number,
   }
 }
 
-/** The ceiling: one raw frame of `bytes` to each of K echoing DEALERs and back, per round. */
-async function runEcho(router: Router, k: number, bytes: number, warmup: number, measured: number, signal: AbortSignal): Promise<number[]> {
-  const stop = new Promise<never>((_, reject) => {
-    const fail = () => reject(signal.reason);
-    if (signal.aborted) fail();
-    signal.addEventListener('abort', fail, { once: true });
-  });
-  stop.catch(() => {});
-  const receive = () => Promise.race([router.receive(), stop]);
+/**
+ * The ceiling: the same bytes in the same frames as the case (one raw frame per chunk, no header), to each of
+ * K echoing DEALERs and back, per round. All frames of a round are queued before the first reply is read, as
+ * the coordinator's pipelined broadcast does.
+ */
+async function runEcho(router: Router, k: number, frames: number[], warmup: number, measured: number, signal: AbortSignal): Promise<number[]> {
+  // A failed worker aborts the signal: closing the socket makes the pending receive() reject. (Not a
+  // Promise.race against an abort promise: each race would leave a reaction on that promise holding the
+  // received frames, so no receive buffer would ever be freed — and fresh memory is what makes rounds slow.)
+  const close = () => router.close();
+  if (signal.aborted) close();
+  signal.addEventListener('abort', close, { once: true });
+  const receive = async () => {
+    try {
+      return await router.receive();
+    } catch (e) {
+      throw signal.aborted ? signal.reason : e;
+    }
+  };
   const peers: Buffer[] = [];
   while (peers.length < k) peers.push((await receive())[0]);
-  const payload = Buffer.from(weightLike(Math.ceil(bytes / 4), 5).buffer, 0, bytes);
+  const total = frames.reduce((a, b) => a + b, 0);
+  const payload = Buffer.from(weightLike(Math.ceil(total / 4), 5).buffer, 0, total);
+  const views: Buffer[] = [];
+  for (let offset = 0, i = 0; i < frames.length; offset += frames[i], i++) views.push(payload.subarray(offset, offset + frames[i]));
   const times: number[] = [];
   for (let round = 0; round < warmup + measured; round++) {
     const t0 = performance.now();
-    for (const id of peers) await router.send([id, payload]);
-    for (let i = 0; i < k; i++) {
-      const [, back] = await receive();
-      if (back.byteLength !== bytes) throw new Error(`echo returned ${back.byteLength} bytes, sent ${bytes}`);
-    }
+    for (const view of views) for (const id of peers) await router.send([id, view]);
+    let bytes = 0;
+    for (let i = 0; i < k * views.length; i++) bytes += (await receive())[1].byteLength;
+    if (bytes !== k * total) throw new Error(`echo returned ${bytes} bytes, sent ${k * total}`);
     if (round >= warmup) times.push(performance.now() - t0);
   }
   for (const id of peers) await router.send([id, Buffer.alloc(0)]);
+  signal.removeEventListener('abort', close);
   return times;
 }

@@ -56,12 +56,12 @@ export function lineChartSvg(o: ChartOptions): string {
     `<text x="${m.left}" y="22" font-size="15" font-weight="bold">${escape(o.title)}</text>`,
   ];
   for (const t of logTicks(x0, x1)) {
-    out.push(`<line x1="${sx(t)}" y1="${m.top}" x2="${sx(t)}" y2="${height - m.bottom}" stroke="#eee"/>`);
-    out.push(`<text x="${sx(t)}" y="${height - m.bottom + 16}" text-anchor="middle">${escape(fx(t))}</text>`);
+    out.push(`<line x1="${sx(t).toFixed(1)}" y1="${m.top}" x2="${sx(t).toFixed(1)}" y2="${height - m.bottom}" stroke="#eee"/>`);
+    out.push(`<text x="${sx(t).toFixed(1)}" y="${height - m.bottom + 16}" text-anchor="middle">${escape(fx(t))}</text>`);
   }
   for (const t of logTicks(y0, y1)) {
-    out.push(`<line x1="${m.left}" y1="${sy(t)}" x2="${width - m.right}" y2="${sy(t)}" stroke="#eee"/>`);
-    out.push(`<text x="${m.left - 6}" y="${sy(t) + 4}" text-anchor="end">${t}</text>`);
+    out.push(`<line x1="${m.left}" y1="${sy(t).toFixed(1)}" x2="${width - m.right}" y2="${sy(t).toFixed(1)}" stroke="#eee"/>`);
+    out.push(`<text x="${m.left - 6}" y="${(sy(t) + 4).toFixed(1)}" text-anchor="end">${t}</text>`);
   }
   out.push(`<rect x="${m.left}" y="${m.top}" width="${width - m.left - m.right}" height="${height - m.top - m.bottom}" fill="none" stroke="#333"/>`);
   out.push(`<text x="${(m.left + width - m.right) / 2}" y="${height - 15}" text-anchor="middle">${escape(o.xLabel)}</text>`);

@@ -11,8 +11,19 @@
  * - echo: the same bytes through a raw zeromq ROUTER/DEALER echo (one frame each way per worker), same run.
  * - averaging: the mean kernel alone, inside the coordinator (per round, all chunks) and standalone; its
  *   bandwidth counts input bytes, K·N·4 / time (as DESIGN §6 does), against memcpy's N·4 / time
- *   (`Float32Array.set` of the same N floats, same run).
+ *   (`Float32Array.set` of the same N floats, same run). The standalone kernels and memcpy run in a short-lived
+ *   child process on preallocated, already-touched vectors.
  * - conversion: encode/decode of N floats to/from the wire dtype, and the coordinator's encode time per round.
+ * - with --mode hwa, the coordinator's offline (window) update per round. It is O(N) computation, not
+ *   communication, so the default (localsgd) leaves it out; the offline column shows what it adds.
+ *
+ * The echo sends the same frames as the case (one per chunk). Frame size matters more than anything else
+ * here: libzmq mallocs every received frame, glibc serves frames over 32 MB from fresh mmap()ed memory each
+ * time, and on this VM first touches of fresh memory cost ~3 ms per MB (a 100 MB frame: ~300 ms before a
+ * byte is copied). Chunks of 256Ki floats (1 MiB, the default here) come from memory glibc reuses. Comparing a chunked round with
+ * an unchunked echo would flatter the round, so the echo is framed like the case.
+ * `--glibc-tuning` (GLIBC_TUNABLES below, inherited by the workers) keeps freed memory mapped, so even more
+ * of it is reused; training runs do not set it (yet), so it is off by default.
  *
  *   npm run bench:comm                                           # 1M,10M,25M × K=2 × ipc,tcp × 3 dtypes
  *   npm run bench:comm -- --sizes 25M --workers 2 --rounds 10    # the issue's headline case
@@ -30,13 +41,15 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, WIRE_DTYPES, type WireDtype } from '@hwa/core';
 import { bytesPerElement } from '@hwa/protocol';
-import { measureInProcess, summarize, type InProcessCosts, type Timing } from '../bench/comm-ceilings.js';
+import { summarize, type InProcessCosts, type Timing } from '../bench/comm-ceilings.js';
 import { runCase, type Transport } from '../bench/comm-run.js';
 import type { CommCase } from '../bench/comm-setup.js';
 import { lineChartSvg, type Series } from '../bench/svg-chart.js';
 import pino from 'pino';
+import { GLIBC_TUNING } from '../launcher.js';
 
 const GLOO_SCRIPT = fileURLToPath(new URL('../../../../bench/comm-gloo-allreduce.py', import.meta.url));
+const CEILINGS_SCRIPT = fileURLToPath(new URL('../bench/comm-ceilings-main.js', import.meta.url));
 /** PyTorch gloo all-reduce, K=2, 25M floats, median on this kind of machine (DESIGN §6). */
 const GLOO_DESIGN_MS = 111;
 
@@ -64,7 +77,14 @@ export interface BenchCommOptions {
   maxGib: number;
   /** A python with torch: time gloo all-reduce of the same sizes and K beside ours. */
   gloo?: string;
+  /** Run with GLIBC_TUNABLES set to {@link GLIBC_TUNING} (this process re-runs itself; workers inherit it). */
+  glibcTuning?: boolean;
 }
+
+/**
+ * Keeps freed heap memory mapped instead of returning it to the OS, so libzmq's receive buffers land in
+ * memory touched before (see the file comment: fresh memory is what makes large transfers slow on this VM).
+ */
 
 /** "25M" → 25,000,000; "1.5k" → 1500; plain integers as they are. */
 export function parseCount(text: string): number {
@@ -108,15 +128,28 @@ export function registerBenchCommands(program: Command): void {
     .addOption(new Option('--workers <list>', 'K values, 1..4').argParser(list(intAtLeast(1))).default([2], '2'))
     .addOption(new Option('--transports <list>', 'ipc and/or tcp').argParser(list(oneOf(['ipc', 'tcp'] as const))).default(['ipc', 'tcp'], 'ipc,tcp'))
     .addOption(new Option('--dtypes <list>', 'wire dtypes').argParser(list(oneOf(WIRE_DTYPES))).default([...WIRE_DTYPES], WIRE_DTYPES.join(',')))
-    .addOption(new Option('--chunk-floats <list>', 'floats per chunk, 0 = one frame per vector (k/M suffixes)').argParser(list(parseCount)).default([1 << 20], '1048576'))
+    .addOption(new Option('--chunk-floats <list>', 'floats per chunk, 0 = one frame per vector (k/M suffixes)').argParser(list(parseCount)).default([1 << 18], '262144'))
     .addOption(new Option('--rounds <n>', 'measured rounds per case (≥ 5)').argParser(intAtLeast(5)).default(10))
     .addOption(new Option('--warmup <n>', 'unmeasured rounds before them').argParser(intAtLeast(1)).default(2))
-    .addOption(new Option('--mode <mode>', 'hwa (online + offline window, as trained) or localsgd (online only)').choices(['hwa', 'localsgd']).default('hwa'))
+    .addOption(
+      new Option('--mode <mode>', 'localsgd: online average only (the communication path); hwa: also the offline window update, as HWA training runs it (its own column)')
+        .choices(['localsgd', 'hwa'])
+        .default('localsgd'),
+    )
     .addOption(new Option('--window <I>', 'offline window I (each slot is a copy of the vector)').argParser(intAtLeast(1)).default(2))
     .addOption(new Option('--out <file>', 'JSON results; the SVG plot is written next to it').default('bench/results/comm.json'))
     .addOption(new Option('--max-gib <n>', 'skip cases estimated to need more memory than this').argParser(Number).default(16))
     .addOption(new Option('--gloo <python>', 'also time PyTorch gloo all-reduce of each size and K with this python (needs torch)'))
+    .addOption(new Option('--glibc-tuning', `run with GLIBC_TUNABLES=${GLIBC_TUNING} (bench and workers)`))
     .action(async (opts: BenchCommOptions) => {
+      // glibc reads its tunables at process start only: re-run this command with them in the environment.
+      if (opts.glibcTuning && process.env.GLIBC_TUNABLES === undefined) {
+        const child = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+          stdio: 'inherit',
+          env: { ...process.env, GLIBC_TUNABLES: GLIBC_TUNING },
+        });
+        process.exit(child.status ?? 1);
+      }
       await benchComm(opts);
     });
 }
@@ -206,6 +239,13 @@ function runGloo(python: string, floats: number, procs: number, rounds: number):
   }
 }
 
+/** memcpy, the averaging kernel and the conversions for N, K, dtype, timed in a child process (see comm-ceilings-main.ts). */
+function measureCeilings(floats: number, workers: number, dtype: WireDtype): InProcessCosts {
+  const run = spawnSync(process.execPath, [CEILINGS_SCRIPT, JSON.stringify({ floats, workers, dtype })], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`measuring memcpy and averaging for N=${floats} K=${workers} ${dtype} failed: ${run.stderr || run.error?.message}`);
+  return JSON.parse(run.stdout) as InProcessCosts;
+}
+
 export async function benchComm(o: BenchCommOptions): Promise<CaseResult[]> {
   if (o.workers.some((k) => k > 4)) throw new ConfigError(`--workers ${o.workers.join(',')}: K goes up to 4 on one machine`);
   // Warnings only (a rejected message, a worker failing): JSON on stderr, apart from the table on stdout.
@@ -214,8 +254,9 @@ export async function benchComm(o: BenchCommOptions): Promise<CaseResult[]> {
   const skipped: string[] = [];
   const startedLoad = loadavg()[0];
   const out = process.stdout;
+  const tunables = process.env.GLIBC_TUNABLES ?? null;
   out.write(`hwa bench comm: ${o.rounds} measured rounds after ${o.warmup} warm-up, mode ${o.mode}${o.mode === 'hwa' ? ` (window ${o.window})` : ''}; ` +
-    `${cpus().length} cores, load ${startedLoad.toFixed(2)}\n\n`);
+    `${cpus().length} cores, load ${startedLoad.toFixed(2)}; GLIBC_TUNABLES ${tunables ?? 'unset'}\n\n`);
   out.write(row(COLUMNS.map(([name]) => name)) + '\n');
   for (const floats of o.sizes)
     for (const workers of o.workers)
@@ -230,7 +271,7 @@ export async function benchComm(o: BenchCommOptions): Promise<CaseResult[]> {
             continue;
           }
           // The in-process ceilings once per (N, K, dtype), just before that case's transports run.
-          const inProcess = measureInProcess(floats, workers, dtype);
+          const inProcess = measureCeilings(floats, workers, dtype);
           for (const transport of o.transports) {
             const run = await runCase(c, transport, o.warmup, o.rounds, log);
             const bytesPerRound = 2 * workers * floats * bytesPerElement(dtype);
@@ -289,6 +330,7 @@ export async function benchComm(o: BenchCommOptions): Promise<CaseResult[]> {
         memoryGiB: Number((totalmem() / 2 ** 30).toFixed(1)),
         loadAverage: { before: Number(startedLoad.toFixed(2)), after: Number(loadavg()[0].toFixed(2)) },
         command: `hwa ${process.argv.slice(2).join(' ')}`,
+        glibcTunables: tunables,
         definitions: {
           round: "coordinator wall time from one round's averages being queued to the next round's (ms)",
           bytesPerRound: '2·K·N·bytes per element (K vectors in, K averages out)',

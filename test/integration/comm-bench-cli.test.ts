@@ -1,0 +1,59 @@
+/**
+ * `hwa bench comm` end to end on tiny vectors (the built CLI, as `npm run bench:comm` runs it): it prints the
+ * table, writes the JSON with one result per case and the SVG plot. Timings are not checked (benchmarks
+ * are never timed assertions); only that every case ran and its numbers are sane.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, expect, it } from 'vitest';
+import { killAll, runHwa } from '../helpers/cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'hwa-bench-comm-'));
+afterEach(killAll);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Result {
+  floats: number;
+  workers: number;
+  transport: string;
+  dtype: string;
+  bytesPerRound: number;
+  round: { min: number; median: number; max: number };
+  echo: { median: number };
+  memcpyGBps: number;
+  averageGBps: number;
+}
+
+it('runs every case and writes the table, JSON and SVG', async () => {
+  const out = join(dir, 'comm.json');
+  const run = runHwa([
+    'bench', 'comm', '--sizes', '1000,3k', '--workers', '1,2', '--transports', 'ipc,tcp', '--dtypes', 'bfloat16',
+    '--chunk-floats', '700', '--rounds', '5', '--warmup', '1', '--out', out,
+  ]);
+  const { code, output } = await run.done;
+  expect(code, output).toBe(0);
+  expect(output).toMatch(/round min\/med\/max ms/);
+  const json = JSON.parse(readFileSync(out, 'utf8')) as { results: Result[] };
+  expect(json.results).toHaveLength(2 * 2 * 2);
+  for (const r of json.results) {
+    expect(r.bytesPerRound).toBe(2 * r.workers * r.floats * (r.dtype === 'float32' ? 4 : 2));
+    expect(r.round.min).toBeGreaterThan(0);
+    expect(r.round.min).toBeLessThanOrEqual(r.round.median);
+    expect(r.round.median).toBeLessThanOrEqual(r.round.max);
+    expect(r.echo.median).toBeGreaterThan(0);
+    expect(r.memcpyGBps).toBeGreaterThan(0);
+    expect(r.averageGBps).toBeGreaterThan(0);
+  }
+  const svg = readFileSync(join(dir, 'comm.svg'), 'utf8');
+  expect(svg).toMatch(/^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  expect(svg).toContain('tcp bfloat16 K2');
+  expect(svg).toContain('</svg>');
+});
+
+it('refuses a bad list with a message naming it', async () => {
+  const { code, output } = await runHwa(['bench', 'comm', '--dtypes', 'float8', '--out', join(dir, 'x.json')]).done;
+  expect(code).not.toBe(0);
+  expect(output).toMatch(/'float8' is not one of float32, float16, bfloat16/);
+  expect(existsSync(join(dir, 'x.json'))).toBe(false);
+});

@@ -1,0 +1,127 @@
+/**
+ * Drives the real Coordinator and K real worker loops (`runWorker` with a VectorTrainer) inside one process,
+ * over real sockets, for the communication tests. Each rank's "training" is a deterministic change of its
+ * vector, so runs can be compared bit for bit.
+ */
+import { configHash, makeRunConfig, trainingPart, type RoundRecord, type RunPlan, type TrainingConfig, type WireDtype } from '@hwa/core';
+import { Coordinator } from '@hwa/coordinator';
+import { VectorTrainer, runWorker } from '@hwa/worker';
+import pino from 'pino';
+import { releaseAddress, uniqueAddress, type Transport } from '../helpers/addresses.js';
+
+export interface CommRun {
+  transport: Transport;
+  /** Floats of the synced vector. */
+  syncSize: number;
+  /** Floats of its model prefix (the rest stands for extra synced buffers such as momentum). */
+  modelSize: number;
+  workers: number;
+  dtype: WireDtype;
+  chunkFloats: number;
+  restart: 'online' | 'offline';
+  rounds: number;
+  /** Rounds per epoch: evaluation (and its θ_HWA broadcast) happens after each epoch and the last round. */
+  roundsPerEpoch: number;
+  window: number;
+}
+
+export interface CommResult {
+  online: Float32Array;
+  offline: Float32Array;
+  /** Each rank's vector at the end (what it restarted from after the last round). */
+  workers: Float32Array[];
+  records: RoundRecord[];
+  config: TrainingConfig;
+  plan: RunPlan;
+  initial: Float32Array;
+}
+
+export function commConfig(r: CommRun): TrainingConfig {
+  return trainingPart(
+    makeRunConfig({
+      mode: 'hwa',
+      workers: r.workers,
+      syncPeriod: 1,
+      window: r.window,
+      restart: r.restart,
+      wireDtype: r.dtype,
+      chunkFloats: r.chunkFloats,
+    }),
+  );
+}
+
+export function commPlan(r: CommRun): RunPlan {
+  return {
+    workers: r.workers,
+    syncPeriod: 1,
+    stepsPerEpoch: r.roundsPerEpoch,
+    totalSteps: r.rounds,
+    rounds: r.rounds,
+    offline: 'window',
+    offlineStartRound: 1,
+  };
+}
+
+/** θ0: weight-like values, deterministic. */
+export function initialVector(n: number): Float32Array {
+  return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + 1) * 0.05);
+}
+
+/** Rank `rank`'s stand-in for training in round `round`: a small deterministic change of every float. */
+export function fakeStep(rank: number): (vector: Float32Array, round: number) => void {
+  return (v, round) => {
+    for (let i = 0; i < v.length; i++) v[i] = v[i] * 0.99 + (((i * 31 + rank * 17 + round * 13) % 101) - 50) * 1e-4;
+  };
+}
+
+const silent = pino({ level: 'silent' });
+
+/** Runs the configuration to the end; rejects if any side fails. */
+export async function runDistributed(r: CommRun): Promise<CommResult> {
+  const address = await uniqueAddress(r.transport);
+  const config = commConfig(r);
+  const plan = commPlan(r);
+  const initial = initialVector(r.syncSize);
+  const records: RoundRecord[] = [];
+  const controller = new AbortController();
+  const trainers = Array.from(
+    { length: r.workers },
+    (_, rank) => new VectorTrainer({ plan, syncSize: r.syncSize, modelSize: r.modelSize, step: fakeStep(rank) }),
+  );
+  try {
+    let bound!: (endpoint: string) => void;
+    const endpoint = new Promise<string>((resolve) => (bound = resolve));
+    const coordinator = new Coordinator({
+      config,
+      configHash: configHash(config),
+      plan,
+      modelSize: r.modelSize,
+      syncSize: r.syncSize,
+      initial,
+      bind: address,
+      log: silent,
+      signal: controller.signal,
+      joinTimeoutMs: 20_000,
+      onBound: bound,
+      onRound: (rec) => records.push(rec),
+    });
+    const coordinated = coordinator.run();
+    const at = await Promise.race([endpoint, coordinated.then(() => address)]);
+    const workers = trainers.map((trainer, rank) =>
+      runWorker({ config, rank, connect: at, trainer, backend: 'none', log: silent, signal: controller.signal, receiveTimeoutMs: 20_000 }),
+    );
+    // The first failure anywhere stops the others, so a test fails fast instead of timing out.
+    const all = [coordinated, ...workers];
+    for (const p of all) p.catch((e: unknown) => controller.abort(e));
+    const [result] = await Promise.all([coordinated, ...workers]);
+    return { online: result.online, offline: result.offline, workers: trainers.map((t) => t.vector), records, config, plan, initial };
+  } finally {
+    controller.abort(new Error('test over'));
+    releaseAddress(address);
+  }
+}
+
+/** The bit patterns of a float vector (so −0 ≠ 0 and NaN payloads count). */
+export function bitsOf(v: Float32Array): Uint32Array {
+  return new Uint32Array(v.buffer, v.byteOffset, v.length);
+}
