@@ -94,6 +94,9 @@ export async function trainInProcess(config: TrainingConfig, data: DatasetPair, 
       averageMs,
       bytes: 0,
     };
+    // Round time covers training and averaging; evaluation is not part of a round (as in the distributed run,
+    // where workers evaluate between rounds and the coordinator's round clock does not see it).
+    record.wallMs = performance.now() - started;
     if (evaluatesAfterRound(plan, round)) {
       const tally = evaluateSharded(trainers, averager.online, averager.offline);
       const evalRecord: EvalRecord = {
@@ -106,7 +109,6 @@ export async function trainInProcess(config: TrainingConfig, data: DatasetPair, 
       hooks.onEval?.(evalRecord);
     }
     for (const t of trainers) t.load(averager.restart);
-    record.wallMs = performance.now() - started;
     rounds.push(record);
     hooks.onRound?.(record);
     await new Promise<void>((resolve) => setImmediate(resolve));
