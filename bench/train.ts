@@ -12,32 +12,19 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { RunTotals } from '../packages/cli/src/report.js';
 
 const MAIN = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
 const passThrough = process.argv.slice(2);
 const common = ['--model', 'mlp', '--epochs', '1', '--progress', 'off', ...passThrough];
 
-interface Totals {
-  wallMs: number;
-  roundMs: number;
-  samples: number;
-  samplesPerSecond: number;
-  computeMs: number;
-  sendMs: number;
-  waitMs: number;
-  averageMs: number;
-  commMs: number;
-  bytes: number;
-  rounds: number;
-  final: { online: { accuracy: number }; offline: { accuracy: number } } | null;
-}
 
-function run(label: string, args: string[]): { label: string; args: string[]; totals: Totals } {
+function run(label: string, args: string[]): { label: string; args: string[]; totals: RunTotals } {
   const out = mkdtempSync(join(tmpdir(), 'hwa-bench-train-'));
   const started = Date.now();
   const result = spawnSync(process.execPath, [MAIN, 'train', ...common, ...args, '--out-dir', out], { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`${label} failed (exit ${result.status}):\n${result.stderr}`);
-  const { totals } = JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')) as { totals: Totals };
+  const { totals } = JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')) as { totals: RunTotals };
   process.stderr.write(`${label}: ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   return { label, args, totals };
 }
@@ -47,7 +34,7 @@ const runs = [
   run('hwa K=2 H=16, 2 worker processes', ['--mode', 'hwa', '--workers', '2', '--sync-period', '16']),
 ];
 
-const pct = (ms: number, t: Totals) => `${((ms / t.roundMs) * 100).toFixed(1)}%`;
+const pct = (ms: number, t: RunTotals) => `${((ms / t.roundMs) * 100).toFixed(1)}%`;
 const rows = runs.map(({ label, totals: t }) => ({
   run: label,
   'samples/s': Math.round(t.samplesPerSecond).toString(),

@@ -50,29 +50,26 @@ const program = new Command('hwa')
   .showHelpAfterError()
   .configureOutput({ outputError: (text, write) => write(text) });
 
-addSchemaOptions(program.command('train').description('train on this machine: a coordinator and K worker processes (or --in-process)'), runConfigSchema)
-  .addOption(configFileOption())
-  .option('--dry-run', 'print the resolved options with their sources and exit')
-  .action(async (opts: Record<string, unknown>) => {
-    const config = resolve(runConfigSchema, opts);
-    if (config) await train(config);
-  });
+/** A command whose options come from `schema` (plus --config and --dry-run) and that runs `run` on them. */
+function schemaCommand<S extends z.ZodObject>(
+  name: string,
+  description: string,
+  schema: S,
+  run: (config: z.output<S>) => Promise<void>,
+  aliases: Record<string, string> = ENV_ALIASES,
+): void {
+  addSchemaOptions(program.command(name).description(description), schema)
+    .addOption(configFileOption())
+    .option('--dry-run', 'print the resolved options with their sources and exit')
+    .action(async (opts: Record<string, unknown>) => {
+      const config = resolve(schema, opts, aliases);
+      if (config) await run(config);
+    });
+}
 
-addSchemaOptions(program.command('coordinator').description('run the coordinator alone; K workers join with `hwa worker`'), coordinatorSchema)
-  .addOption(configFileOption())
-  .option('--dry-run', 'print the resolved options with their sources and exit')
-  .action(async (opts: Record<string, unknown>) => {
-    const config = resolve(coordinatorSchema, opts);
-    if (config) await coordinate(config);
-  });
-
-addSchemaOptions(program.command('worker').description('run one worker that joins a coordinator'), workerSchema)
-  .addOption(configFileOption())
-  .option('--dry-run', 'print the resolved options with their sources and exit')
-  .action(async (opts: Record<string, unknown>) => {
-    const config = resolve(workerSchema, opts, { ...ENV_ALIASES, HWA_COORDINATOR: 'connect' });
-    if (config) await work(config);
-  });
+schemaCommand('train', 'train on this machine: a coordinator and K worker processes (or --in-process)', runConfigSchema, train);
+schemaCommand('coordinator', 'run the coordinator alone; K workers join with `hwa worker`', coordinatorSchema, coordinate);
+schemaCommand('worker', 'run one worker that joins a coordinator', workerSchema, work, { ...ENV_ALIASES, HWA_COORDINATOR: 'connect' });
 
 const data = program.command('data').description('datasets');
 data
