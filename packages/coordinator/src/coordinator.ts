@@ -170,22 +170,21 @@ export class Coordinator {
       const endpoint = this.socket.lastEndpoint ?? this.o.bind;
       this.log.info({ event: 'coordinator.bound', endpoint, workers: this.o.plan.workers }, `listening on ${endpoint}`);
       this.o.onBound?.(endpoint);
-      const joinTimer = setTimeout(
-        () =>
-          this.fail(
-            new WorkerFailure(
-              `only ${this.peers.size} of ${this.o.plan.workers} workers checked in within ${(this.o.joinTimeoutMs ?? 120_000) / 1000} s (missing ranks: ${this.missingRanks().join(', ')})`,
-              this.missingRanks()[0] ?? -1,
-            ),
+      const joinTimeoutMs = this.o.joinTimeoutMs ?? 120_000;
+      // Cleared by start() once all K are in, or below when the run ends.
+      this.joinTimer = setTimeout(() => {
+        const missing = this.missingRanks();
+        this.fail(
+          new WorkerFailure(
+            `only ${this.peers.size} of ${this.o.plan.workers} workers checked in within ${joinTimeoutMs / 1000} s (missing ranks: ${missing.join(', ')})`,
+            missing[0] ?? -1,
           ),
-        this.o.joinTimeoutMs ?? 120_000,
-      );
-      joinTimer.unref();
+        );
+      }, joinTimeoutMs);
       void this.pump();
-      done.finally(() => clearTimeout(joinTimer)).catch(() => {});
-      this.joinTimer = joinTimer;
       return await done;
     } finally {
+      if (this.joinTimer) clearTimeout(this.joinTimer);
       this.o.signal?.removeEventListener('abort', abort);
       this.finished = true;
       this.socket.close();
