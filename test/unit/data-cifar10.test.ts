@@ -2,7 +2,6 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DataError } from '@hwa/core';
 import {
   CIFAR10_MEAN,
   CIFAR10_RECORD_BYTES,
@@ -10,6 +9,7 @@ import {
   loadCifar10Split,
   loadDataset,
 } from '../../packages/engine/src/data/index.js';
+import { dataError } from '../helpers/errors.js';
 
 /** Pixel byte of record `r`, channel `c`, row `y`, column `x` in the fixtures below. */
 const pixel = (r: number, c: number, y: number, x: number): number => (r * 31 + c * 85 + y * 7 + x * 3) % 256;
@@ -45,15 +45,6 @@ function writeCifar(folder: string, perFile: number): void {
     writeFileSync(join(folder, `data_batch_${f + 1}.bin`), records(labels, f * perFile));
   }
   writeFileSync(join(folder, 'test_batch.bin'), records(Array.from({ length: perFile }, (_, i) => 9 - (i % 10)), 1000));
-}
-
-async function dataError(promise: Promise<unknown>): Promise<string> {
-  const err = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(DataError);
-  return (err as Error).message;
 }
 
 describe('CIFAR-10 binary loader', () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, DataError } from '@hwa/core';
+import { ConfigError } from '@hwa/core';
 import {
   CIFAR10_RECORD_BYTES,
   DATASET_SOURCES,
@@ -13,6 +13,7 @@ import {
   readTar,
   type DownloadLog,
 } from '../../packages/engine/src/data/index.js';
+import { dataError } from '../helpers/errors.js';
 
 // ---------- fixtures made by code ----------
 
@@ -116,15 +117,6 @@ function offlineFetch(code: 'ECONNREFUSED' | 'ENOTFOUND', host: string): typeof 
 function capture(): { log: DownloadLog; events: string[] } {
   const events: string[] = [];
   return { events, log: { info: (fields) => events.push(String(fields.event)) } };
-}
-
-async function dataError(promise: Promise<unknown>): Promise<string> {
-  const err = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(DataError);
-  return (err as Error).message;
 }
 
 let dir: string;

@@ -36,9 +36,10 @@ export class HierarchicalAverager {
     if (initial.length !== syncSize)
       throw new ConfigError(`initial vector has ${initial.length} floats, expected ${syncSize}`);
     this.online = Float32Array.from(initial);
-    this.offline = Float32Array.from(initial.subarray(0, modelSize));
-    this.restart = config.restart === 'offline' ? Float32Array.from(initial) : this.online;
     this.averager = makeOfflineAverager(plan, config, modelSize);
+    // With no offline average (sgd, localsgd) θ_HWA is θ̄: a view, not a copy made every round.
+    this.offline = this.averager ? Float32Array.from(initial.subarray(0, modelSize)) : this.online.subarray(0, modelSize);
+    this.restart = config.restart === 'offline' ? Float32Array.from(initial) : this.online;
   }
 
   /** Completes a round from the K workers' vectors (in rank order). */
@@ -59,8 +60,8 @@ export class HierarchicalAverager {
     if (this.averager && feedsOffline(this.plan, this.config, this.round)) {
       this.averager.push(model);
       this.averager.averageInto(this.offline);
-    } else if (!this.averager || this.averager.count === 0) {
-      this.offline.set(model);
+    } else if (this.averager && this.averager.count === 0) {
+      this.offline.set(model); // before the offline start (SWA), θ_HWA follows θ̄
     }
     if (this.restart !== this.online) {
       this.restart.set(this.offline);
