@@ -28,14 +28,16 @@ interface Result {
 it('runs every case and writes the table, JSON and SVG', async () => {
   const out = join(dir, 'comm.json');
   const run = runHwa([
-    'bench', 'comm', '--sizes', '1000,3k', '--workers', '1,2', '--transports', 'ipc,tcp', '--dtypes', 'bfloat16',
-    '--chunk-floats', '700', '--rounds', '5', '--warmup', '1', '--out', out,
+    'bench', 'comm', '--sizes', '1000,3k', '--workers', '1,2', '--transports', 'ipc,tcp,shm', '--dtypes', 'bfloat16',
+    '--chunk-floats', '700,1000', '--rounds', '5', '--warmup', '1', '--out', out,
   ]);
   const { code, output } = await run.done;
   expect(code, output).toBe(0);
   expect(output).toMatch(/round min\/med\/max ms/);
   const json = JSON.parse(readFileSync(out, 'utf8')) as { results: Result[] };
-  expect(json.results).toHaveLength(2 * 2 * 2);
+  // sizes × K × (ipc and tcp for both chunk sizes + shm once: its rounds send whole vectors)
+  expect(json.results).toHaveLength(2 * 2 * (2 * 2 + 1));
+  expect(json.results.filter((r) => r.transport === 'shm').map((r) => r.chunkFloats)).toEqual([0, 0, 0, 0]);
   for (const r of json.results) {
     expect(r.bytesPerRound).toBe(2 * r.workers * r.floats * (r.dtype === 'float32' ? 4 : 2));
     expect(r.round.min).toBeGreaterThan(0);
@@ -47,7 +49,8 @@ it('runs every case and writes the table, JSON and SVG', async () => {
   }
   const svg = readFileSync(join(dir, 'comm.svg'), 'utf8');
   expect(svg).toMatch(/^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
-  expect(svg).toContain('tcp bfloat16 K2');
+  expect(svg).toContain('tcp bfloat16 K2 c700');
+  expect(svg).toContain('shm bfloat16 K2 c-');
   expect(svg).toContain('</svg>');
 });
 

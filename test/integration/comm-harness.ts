@@ -11,6 +11,12 @@ import { releaseAddress, uniqueAddress, type Transport } from '../helpers/addres
 
 export interface CommRun {
   transport: Transport;
+  /** Tensors through shared-memory files (`--transport shm`) instead of payload frames. */
+  shared?: boolean;
+  /** Folder for the shared-memory files (default /dev/shm). */
+  sharedRoot?: string;
+  /** Called once the coordinator is bound, before the workers start. */
+  onBound?: () => void;
   /** Floats of the synced vector. */
   syncSize: number;
   /** Floats of its model prefix (the rest stands for extra synced buffers such as momentum). */
@@ -99,6 +105,8 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
       syncSize: r.syncSize,
       initial,
       bind: address,
+      sharedMemory: r.shared,
+      sharedRoot: r.sharedRoot,
       log: silent,
       signal: controller.signal,
       joinTimeoutMs: 20_000,
@@ -107,6 +115,7 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
     });
     const coordinated = coordinator.run();
     const at = await Promise.race([endpoint, coordinated.then(() => address)]);
+    r.onBound?.();
     const workers = trainers.map((trainer, rank) =>
       runWorker({ config, rank, connect: at, trainer, backend: 'none', log: silent, signal: controller.signal, receiveTimeoutMs: 20_000 }),
     );

@@ -1,5 +1,6 @@
 /**
- * The launcher's process management, with real processes: Ctrl+C leaves no process behind and a checkpoint;
+ * The launcher's process management, with real processes: Ctrl+C leaves no process (nor shared-memory
+ * folder) behind and a checkpoint;
  * a worker that dies stops the run with its rank, exit and last log line named; each worker gets its own
  * CUDA_VISIBLE_DEVICES; the standalone coordinator and workers run the same job over TCP; a worker with
  * other training options is refused with the differing values named.
@@ -45,6 +46,21 @@ describe('launcher', () => {
     expect(code, output).toBe(130);
     expect(output).toMatch(/stopped by SIGINT/);
     for (const pid of pids) expect(isAlive(pid), `worker pid ${pid} still running`).toBe(false);
+    expect(readCheckpoint(out).round).toBeGreaterThan(0);
+  });
+
+  it('--transport shm: SIGINT also removes the run\'s shared-memory folder', async () => {
+    const out = join(root, 'sigint-shm');
+    const run = runHwa(['train', ...longJob, '--workers', '2', '--transport', 'shm', '--out-dir', out, '--log-level', 'debug']);
+    const folder = (await run.waitFor(/tensors go through shared memory in (\S+)/))[1];
+    const pids = await workerPids(run, 2);
+    expect(existsSync(join(folder, 'weights-1'))).toBe(true);
+    await run.waitFor(/round\.averaged/);
+    run.child.kill('SIGINT');
+    const { code, output } = await run.done;
+    expect(code, output).toBe(130);
+    for (const pid of pids) expect(isAlive(pid), `worker pid ${pid} still running`).toBe(false);
+    expect(existsSync(folder), `${folder} left behind`).toBe(false);
     expect(readCheckpoint(out).round).toBeGreaterThan(0);
   });
 

@@ -1,6 +1,6 @@
 /**
  * The proof that the system computes HWA: a multi-process run (real coordinator, real worker processes,
- * real ZeroMQ sockets over ipc and tcp) ends with the same online and offline weights as the in-process
+ * real ZeroMQ sockets over ipc and tcp, and tensors through /dev/shm) ends with the same online and offline weights as the in-process
  * reference trainer of the same configuration, to 1e-6, on the deterministic wasm backend.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -55,8 +55,15 @@ for (const workers of [2, 3]) for (const syncPeriod of [1, 4]) for (const window
 cases.push({ workers: 2, syncPeriod: 2, window: 3, restart: 'offline', momentumSync: 'average', windowEvery: 2 });
 cases.push({ workers: 2, syncPeriod: 3, window: 2, mode: 'localsgd', momentumSync: 'reset', dataSplit: 'shard' });
 
-describe.each(['ipc', 'tcp'] as const)('distributed run over %s equals the in-process reference', (transport) => {
-  it.each(cases)('%o', async (variant) => {
+// shm moves the same bytes through other pipes: the K=3 case and the two option cases, not all of them again.
+const sharedCases = cases.filter((c) => c.workers === 3 && c.syncPeriod === 4 && c.window === 3).concat(cases.slice(-2));
+
+describe.each([
+  ['ipc', cases],
+  ['tcp', cases],
+  ['shm', sharedCases],
+] as const)('distributed run over %s equals the in-process reference', (transport, variants) => {
+  it.each(variants)('%o', async (variant) => {
     const config = { ...base, ...variant };
     const out = join(root, `${transport}-${Object.values(variant).join('-')}`);
     const run = runHwa(['train', ...flags(config), '--backend', 'wasm', '--transport', transport, '--out-dir', out, '--progress', 'off']);

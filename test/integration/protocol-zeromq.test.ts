@@ -173,7 +173,7 @@ describe.each(TRANSPORTS)('protocol over zeromq %s', (transport) => {
   it('rejects a bad message by sender and field, and keeps serving the next one', async () => {
     const d = worker(1);
     const packr = new Packr({ useRecords: false });
-    await d.send([packr.pack({ ...hello(1, 4), v: 2 })]);
+    await d.send([packr.pack({ ...hello(1, 4), v: 99 })]);
     await d.send([packr.pack({ v, type: 'heartbeat', rank: 1 }), Buffer.alloc(4)]);
     await d.send([Buffer.from([0xc1, 0xff])]);
     await d.send(encode({ v, type: 'heartbeat', rank: 1 }));
@@ -189,7 +189,7 @@ describe.each(TRANSPORTS)('protocol over zeromq %s', (transport) => {
       }
     }
     expect(errors).toEqual([
-      'protocol version 2 from rank 1, this coordinator speaks 1',
+      `protocol version 99 from rank 1, this coordinator speaks ${v}`,
       "invalid 'heartbeat' message from rank 1: carries a payload frame of 4 bytes, expected none",
       expect.stringMatching(/^invalid message from rank 1: header/),
     ]);

@@ -15,6 +15,10 @@
  * (window) update of round r is deferred until the round's broadcast has been handed to libzmq: it then
  * overlaps the transfer instead of delaying it, and it always runs before round r+1 writes to θ̄.
  *
+ * With `sharedMemory` (`--transport shm`, workers on this machine) the same conversation runs with empty
+ * headers: the tensor bytes of chunk c sit in per-rank files in /dev/shm (@hwa/protocol shared-memory.ts),
+ * read straight into the kernel's staging slots, and the average is written once for all K workers to read.
+ *
  * Evaluation runs on the workers, each scoring 1/K of the test set, so no process scores the whole set
  * while the others wait (the coordinator only adds the K tallies).
  */
@@ -28,7 +32,7 @@ import {
   epochAfterRound,
   evaluatesAfterRound,
   meanCodesRangeInto,
-  meanRangeInto,
+  StagedMean,
   tallyToMetrics,
   type EvalRecord,
   type EvalTally,
@@ -41,9 +45,11 @@ import {
   bytesPerElement,
   chunkPlan,
   decode,
+  roundChunkPlan,
   decodeTable,
   encode,
   float32View,
+  SharedTensorFiles,
   tensorFrame,
   type Header,
   type HeaderOf,
@@ -77,6 +83,13 @@ export interface CoordinatorOptions {
   signal?: AbortSignal;
   /** How long to wait for all K workers to check in (ms). */
   joinTimeoutMs?: number;
+  /**
+   * Move tensors through shared-memory files instead of payload frames (`--transport shm`). Every worker
+   * must run on this machine; one that cannot open the files is refused with the reason.
+   */
+  sharedMemory?: boolean;
+  /** Folder for the shared-memory files (default /dev/shm, else the OS temp folder). */
+  sharedRoot?: string;
 }
 
 export interface CoordinatorResult {
@@ -93,8 +106,9 @@ interface RoundState {
   /** Chunks received so far per rank. */
   received: number[];
   /**
-   * Per chunk: the K ranks' payloads of it, viewed in place as float32 or as 16-bit codes (null until arrived).
-   * Dropped as soon as the chunk is averaged, so zeromq's receive buffers can be collected.
+   * Per chunk: the K ranks' payloads of it, viewed in place as float32 or as 16-bit codes (null until arrived;
+   * {@link IN_SHARED_MEMORY} when the bytes are in the rank's shared file). Dropped as soon as the chunk is
+   * averaged, so zeromq's receive buffers can be collected.
    */
   pending: (Float32Array | Uint16Array | null)[][];
   /** Per chunk: how many ranks delivered it. */
@@ -116,17 +130,28 @@ interface RoundState {
   bytes: number;
 }
 
+/** Marks a chunk that arrived in shared memory rather than in a frame. */
+const IN_SHARED_MEMORY = new Float32Array(0);
+
 export class Coordinator {
   private readonly socket: Router;
   private readonly averager: HierarchicalAverager;
   private readonly chunks: readonly { offset: number; count: number }[];
   private readonly modelChunks: readonly { offset: number; count: number }[];
+  /** The start vector always travels in frames, chunked by chunkFloats (also in shared-memory runs). */
+  private readonly welcomeChunks: readonly { offset: number; count: number }[];
   /** routing id of each joined rank */
   private readonly peers = new Map<number, Buffer>();
   private readonly evalTallies = new Map<number, { online: EvalTally; offline: EvalTally; ranks: Set<number> }>();
   private state: RoundState | null = null;
   /** float32 value of each 16-bit wire code (16-bit dtypes only): the mean decodes through it in its own loop. */
   private readonly codeTable: Float32Array | null;
+  /** The float32 averaging kernel (WebAssembly SIMD) and its K staging slots. */
+  private readonly stager: StagedMean;
+  /** The staging slots as 16-bit codes (for shared-memory reads of float16/bfloat16). */
+  private readonly codeSlots: Uint16Array[];
+  /** The run's shared-memory files (`sharedMemory` only), made by run(). */
+  private shared: SharedTensorFiles | null = null;
   /**
    * The wire bytes of broadcasts in 16-bit dtypes, one region per chunk so every chunk can be in flight at once
    * (zeromq.js sends them without copying). Reused every round: round r+1's chunk c is only averaged once every
@@ -147,13 +172,19 @@ export class Coordinator {
     this.log = o.log;
     this.socket = new Router({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
     this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial);
-    this.chunks = chunkPlan(o.syncSize, o.config.chunkFloats);
-    this.modelChunks = chunkPlan(o.modelSize, o.config.chunkFloats);
+    this.welcomeChunks = chunkPlan(o.syncSize, o.config.chunkFloats);
+    this.chunks = roundChunkPlan(o.syncSize, o.config.chunkFloats, Boolean(o.sharedMemory));
+    this.modelChunks = roundChunkPlan(o.modelSize, o.config.chunkFloats, Boolean(o.sharedMemory));
     const dtype = o.config.wireDtype;
     const halves = dtype !== 'float32';
     this.codeTable = dtype === 'float32' ? null : decodeTable(dtype);
     this.encodeScratch = new Uint8Array(halves ? o.syncSize * 2 : 0);
     this.offlineScratch = new Uint8Array(halves ? o.modelSize * 2 : 0);
+    this.stager = new StagedMean(o.plan.workers);
+    this.codeSlots = Array.from({ length: o.plan.workers }, (_, j) => {
+      const bytes = this.stager.slotBytes(j);
+      return new Uint16Array(bytes.buffer, bytes.byteOffset, this.stager.blockFloats);
+    });
   }
 
   /** Binds, waits for K workers, runs every round; resolves with the final vectors. */
@@ -166,6 +197,11 @@ export class Coordinator {
     if (this.o.signal?.aborted) abort();
     this.o.signal?.addEventListener('abort', abort, { once: true });
     try {
+      if (this.o.sharedMemory) {
+        const { workers } = this.o.plan;
+        this.shared = SharedTensorFiles.create({ workers, syncSize: this.o.syncSize, modelSize: this.o.modelSize, dtype: this.o.config.wireDtype }, this.o.sharedRoot);
+        this.log.info({ event: 'shared.created', dir: this.shared.dir }, `tensors go through shared memory in ${this.shared.dir}`);
+      }
       await this.socket.bind(this.o.bind);
       const endpoint = this.socket.lastEndpoint ?? this.o.bind;
       this.log.info({ event: 'coordinator.bound', endpoint, workers: this.o.plan.workers }, `listening on ${endpoint}`);
@@ -188,6 +224,7 @@ export class Coordinator {
       this.o.signal?.removeEventListener('abort', abort);
       this.finished = true;
       this.socket.close();
+      this.shared?.close();
     }
   }
 
@@ -296,16 +333,15 @@ export class Coordinator {
       `all ${this.o.plan.workers} workers in: ${this.o.plan.rounds} rounds of H=${this.o.plan.syncPeriod} steps`,
     );
     this.beginRound(1);
-    for (const [rank, identity] of this.peers) {
-      this.broadcastVector(identity, this.averager.restart, this.chunks, (tensor) => ({
-        v: PROTOCOL_VERSION,
-        type: 'welcome',
-        rank,
-        workers: this.o.plan.workers,
-        nextRound: 1,
-        tensor,
-      }), this.encodeScratch);
-    }
+    this.broadcastVector(this.averager.restart, this.welcomeChunks, (tensor, rank) => ({
+      v: PROTOCOL_VERSION,
+      type: 'welcome',
+      rank,
+      workers: this.o.plan.workers,
+      nextRound: 1,
+      shared: this.shared?.dir,
+      tensor,
+    }), this.encodeScratch, null);
   }
 
   private beginRound(round: number): void {
@@ -345,10 +381,14 @@ export class Coordinator {
       throw new ProtocolError(`weights from rank ${h.rank} in ${h.tensor.dtype}, this run uses ${this.o.config.wireDtype}`);
     if (s.pending[h.tensor.chunk][h.rank] || s.received[h.rank] > h.tensor.chunk)
       throw new ProtocolError(`duplicate chunk ${h.tensor.chunk} of round ${h.round} from rank ${h.rank}`);
-    const view = this.payloadView(h.rank, h.tensor, payload);
+    if (Boolean(h.tensor.shared) !== Boolean(this.shared))
+      throw new ProtocolError(
+        `weights from rank ${h.rank} ${h.tensor.shared ? 'in shared memory, but this run sends tensors in frames' : 'in a frame, but this run moves tensors through shared memory'}`,
+      );
+    const view = h.tensor.shared ? IN_SHARED_MEMORY : this.payloadView(h.rank, h.tensor, payload);
     const now = performance.now();
     if (s.firstArrival === 0) s.firstArrival = now;
-    s.bytes += payload?.byteLength ?? 0;
+    s.bytes += h.tensor.count * bytesPerElement(h.tensor.dtype);
     if (h.tensor.chunk === 0) {
       s.computeMs = Math.max(s.computeMs, h.stats.computeMs);
       s.loss += h.stats.loss / this.o.plan.workers;
@@ -383,8 +423,9 @@ export class Coordinator {
     const { offset, count } = this.chunks[index];
     // The views cover only this chunk; mean them into online[offset, offset+count).
     const target = this.averager.online.subarray(offset, offset + count);
-    if (this.codeTable) meanCodesRangeInto(target, s.pending[index] as Uint16Array[], this.codeTable, 0, count);
-    else meanRangeInto(target, s.pending[index] as Float32Array[], 0, count);
+    if (this.shared) this.averageShared(offset, count);
+    else if (this.codeTable) meanCodesRangeInto(target, s.pending[index] as Uint16Array[], this.codeTable, 0, count);
+    else this.stager.meanRangeInto(target, s.pending[index] as Float32Array[], 0, count);
     s.pending[index].fill(null);
     s.chunksAveraged++;
     s.meanMs += performance.now() - t0;
@@ -412,6 +453,25 @@ export class Coordinator {
     this.completeRound(s, evaluate);
   }
 
+  /**
+   * online[offset, offset + count) = the mean of the K ranks' shared weights files over that range, and the
+   * same range of the `average` file. Block by block: each rank's block is read straight into the kernel's
+   * staging slots (the read is the transfer), averaged, and written out while it is still in cache.
+   */
+  private averageShared(offset: number, count: number): void {
+    const shared = this.shared as SharedTensorFiles;
+    const block = this.stager.blockFloats;
+    const online = this.averager.online;
+    const dtype = this.o.config.wireDtype;
+    for (let start = offset; start < offset + count; start += block) {
+      const n = Math.min(block, offset + count - start);
+      for (let j = 0; j < this.o.plan.workers; j++) shared.read('weights', j, this.stager.slotBytes(j), start, n);
+      if (this.codeTable) meanCodesRangeInto(online.subarray(start, start + n), this.codeSlots, this.codeTable, 0, n);
+      else this.stager.meanOfSlots(online, start, n);
+      shared.write('average', 0, tensorFrame(online, start, n, dtype, this.encodeScratch.subarray(start * 2, (start + n) * 2)), start);
+    }
+  }
+
   /** Runs the offline update and the bookkeeping of a completed round, if still pending. */
   private flushFinish(): void {
     const pending = this.finishing;
@@ -427,7 +487,8 @@ export class Coordinator {
     const { offset, count } = this.chunks[index];
     const t0 = performance.now();
     const dtype = this.o.config.wireDtype;
-    const frame = tensorFrame(this.averager.online, offset, count, dtype, this.encodeScratch.subarray(offset * 2, (offset + count) * 2));
+    // With shared memory, averageShared has already written the chunk to the `average` file.
+    const frame = this.shared ? undefined : tensorFrame(this.averager.online, offset, count, dtype, this.encodeScratch.subarray(offset * 2, (offset + count) * 2));
     s.encodeMs += performance.now() - t0;
     const header = encode(
       {
@@ -435,12 +496,12 @@ export class Coordinator {
         type: 'average',
         round: s.round,
         evaluate,
-        tensor: { dtype, length: this.o.syncSize, offset, count, chunk: index, chunks: this.chunks.length },
+        tensor: { dtype, length: this.o.syncSize, offset, count, chunk: index, chunks: this.chunks.length, shared: this.shared ? true : undefined },
       },
       frame,
     );
     for (const identity of this.peers.values()) void this.send(identity, header);
-    s.bytes += frame.byteLength * this.peers.size;
+    s.bytes += count * bytesPerElement(dtype) * this.peers.size;
   }
 
   /** Round s has all its averages: the next round's weights are accepted from now on. */
@@ -456,13 +517,12 @@ export class Coordinator {
     // Workers need θ_HWA to restart from it (--restart offline) or to evaluate it.
     if (this.o.config.restart === 'offline' || evaluate) {
       const t0 = performance.now();
-      for (const identity of this.peers.values())
-        this.broadcastVector(identity, this.averager.offline, this.modelChunks, (tensor) => ({
-          v: PROTOCOL_VERSION,
-          type: 'offline',
-          round: s.round,
-          tensor,
-        }), this.offlineScratch);
+      this.broadcastVector(this.averager.offline, this.modelChunks, (tensor) => ({
+        v: PROTOCOL_VERSION,
+        type: 'offline',
+        round: s.round,
+        tensor,
+      }), this.offlineScratch, this.shared);
       s.encodeMs += performance.now() - t0;
       s.bytes += this.o.modelSize * bytesPerElement(this.o.config.wireDtype) * this.peers.size;
     }
@@ -493,17 +553,24 @@ export class Coordinator {
     this.o.onRound?.(record);
   }
 
+  /**
+   * Sends `vector` chunk by chunk to every worker: each chunk is encoded once, then either written once to the
+   * shared `offline` file (given `shared`: only θ_HWA goes this way; the headers say so) or queued as the same
+   * payload frame to each worker.
+   */
   private broadcastVector(
-    identity: Buffer,
     vector: Float32Array,
     chunks: readonly { offset: number; count: number }[],
-    header: (tensor: TensorDescriptor) => Header,
+    header: (tensor: TensorDescriptor, rank: number) => Header,
     scratch: Uint8Array,
+    shared: SharedTensorFiles | null,
   ): void {
     const dtype = this.o.config.wireDtype;
     chunks.forEach(({ offset, count }, chunk) => {
       const frame = tensorFrame(vector, offset, count, dtype, scratch.subarray(offset * 2, (offset + count) * 2));
-      void this.send(identity, encode(header({ dtype, length: vector.length, offset, count, chunk, chunks: chunks.length }), frame));
+      shared?.write('offline', 0, frame, offset);
+      const tensor: TensorDescriptor = { dtype, length: vector.length, offset, count, chunk, chunks: chunks.length, shared: shared ? true : undefined };
+      for (const [rank, identity] of this.peers) void this.send(identity, encode(header(tensor, rank), shared ? undefined : frame));
     });
   }
 

@@ -16,6 +16,7 @@ export const MODELS = ['mlp', 'cnn', 'resnet20'] as const;
 export const DATASETS = ['mnist', 'fashion-mnist', 'cifar10', 'synthetic'] as const;
 export const BACKENDS = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export const WIRE_DTYPES = ['float32', 'float16', 'bfloat16'] as const;
+export const TRANSPORTS = ['ipc', 'tcp', 'shm'] as const;
 
 export const trainingShape = {
   mode: z
@@ -59,7 +60,10 @@ export const trainingShape = {
 export const runtimeShape = {
   backend: z.enum(BACKENDS).default('auto').describe('tfjs backend; auto tries tensorflow-gpu, tensorflow, wasm, cpu'),
   inProcess: z.boolean().default(false).describe('simulate the K workers in one process (the reference trainer)'),
-  transport: z.enum(['ipc', 'tcp']).default('ipc').describe('ZeroMQ transport between launcher-started processes'),
+  transport: z
+    .enum(TRANSPORTS)
+    .default('ipc')
+    .describe('how processes talk: ZeroMQ over ipc or tcp; shm = ipc messages with tensors in shared memory (/dev/shm; every worker on the coordinator\'s machine)'),
   gpus: z.array(z.number().int().min(0)).default([]).describe('one worker per listed GPU id (sets CUDA_VISIBLE_DEVICES per worker)'),
   dataDir: z.string().default('').describe('folder with dataset files (default: bundled MNIST, else ~/.hwa/data/<dataset>)'),
   outDir: z.string().default('').describe('run folder for logs, metrics and the exported model (default runs/<time>)'),
@@ -82,6 +86,7 @@ export type ModelName = (typeof MODELS)[number];
 export type DatasetName = (typeof DATASETS)[number];
 export type BackendChoice = (typeof BACKENDS)[number];
 export type WireDtype = (typeof WIRE_DTYPES)[number];
+export type Transport = (typeof TRANSPORTS)[number];
 
 export const TRAINING_KEYS = Object.keys(trainingShape) as (keyof TrainingConfig)[];
 

@@ -8,3 +8,4 @@ export * from './plan.js';
 export * from './hwa.js';
 export * from './data-order.js';
 export * from './metrics.js';
+export * from './staged-mean.js';

@@ -8,6 +8,7 @@
  * - `validate`: checks every received header and payload.
  * - `dtype`: float32 ⇄ float16 / bfloat16.
  * - `sockets`: routing ids and recommended zeromq socket options.
+ * - `shared-memory`: tensor bytes through files in /dev/shm for workers on the coordinator's machine.
  */
 export * from './messages.js';
 export * from './dtype.js';
@@ -23,3 +24,4 @@ export {
   type ValidationContext,
 } from './validate.js';
 export * from './sockets.js';
+export * from './shared-memory.js';

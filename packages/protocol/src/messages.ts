@@ -13,11 +13,12 @@
  * ```
  * Added to DESIGN §3's list: `offline` (θ_HWA, so workers can evaluate both models) and `eval` (their results);
  * optional `hello.config` and `weights.stats.lr`, which coordinator and worker use for diagnostics.
+ * Version 2 added `welcome.shared` and `tensor.shared` (tensors through shared memory, `--transport shm`).
  */
 import type { WireDtype } from '@hwa/core';
 
 /** Bump on any change to a header's fields or meaning; peers of different versions refuse each other. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** The `v` field of every header this code builds or accepts. */
 export type ProtocolVersion = typeof PROTOCOL_VERSION;
@@ -55,6 +56,11 @@ export interface TensorDescriptor {
   chunk: number;
   /** Chunks the whole vector is split into (≥ 1; a single-frame vector is chunk 0 of 1). */
   chunks: number;
+  /**
+   * true: no payload frame follows; the elements sit in the run's shared-memory file of this message's region
+   * at byte offset `offset × bytesPerElement(dtype)` (see shared-memory.ts; only after a welcome named the folder).
+   */
+  shared?: true;
 }
 
 /** Worker → coordinator, once after connecting: who it is and what it will train. */
@@ -96,7 +102,12 @@ export interface WelcomeHeader {
   workers: number;
   /** 1-based round the worker runs next (1 on a fresh start, later after a resume). */
   nextRound: number;
-  /** The start vector (chunk). */
+  /**
+   * The shared-memory folder of this run (`--transport shm`): from now on weights, average and offline tensors
+   * go through its files (shared-memory.ts) instead of payload frames. Absent: every tensor travels in frames.
+   */
+  shared?: string;
+  /** The start vector (chunk); always in payload frames. */
   tensor: TensorDescriptor;
 }
 

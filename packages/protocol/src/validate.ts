@@ -69,6 +69,7 @@ const tensorSchema = z
     count: count().max(MAX_TENSOR_LENGTH),
     chunk: count(),
     chunks: z.number().int().min(1).max(MAX_TENSOR_LENGTH),
+    shared: z.literal(true).optional(),
   })
   .strict();
 
@@ -97,6 +98,7 @@ const schemas = {
       rank: rank(),
       workers: z.number().int().min(1),
       nextRound: z.number().int().min(1),
+      shared: z.string().min(1).max(4096).optional(),
       tensor: tensorSchema,
     })
     .strict(),
@@ -318,6 +320,12 @@ export function checkPayload(header: Header, payload: Uint8Array | undefined, ct
     return;
   }
   const t = header.tensor;
+  if (t.shared) {
+    if (header.type === 'welcome') throw rejection(`has 'tensor.shared' set, but a welcome's start vector always travels in frames`, header.type, sender);
+    if (payload !== undefined)
+      throw rejection(`carries a payload frame of ${payload.byteLength} bytes, but 'tensor.shared' says the elements are in shared memory`, header.type, sender);
+    return;
+  }
   if (payload === undefined)
     throw rejection(`has no payload frame, expected ${t.count} ${t.dtype} (field 'tensor.count')`, header.type, sender);
   const expected = t.count * bytesPerElement(t.dtype);

@@ -6,6 +6,10 @@
  * Transfers are pipelined by chunk (issue 4): `send()` resolves once libzmq has queued a chunk, so chunk i+1 is
  * encoded while libzmq's I/O thread writes chunk i; incoming chunks are decoded into place as each arrives,
  * while the next one is still on the wire. Every model-sized buffer is allocated once, before the first round.
+ *
+ * When the welcome names a shared-memory folder (`--transport shm`), each chunk is written to this rank's file
+ * there before its (payload-less) header is sent, and averages are read from the coordinator's file as their
+ * headers arrive: the same loop, one memcpy per direction instead of a socket transfer.
  */
 import { hostname } from 'node:os';
 import {
@@ -19,8 +23,10 @@ import {
 import type { EvalTally, RunPlan } from '@hwa/core';
 import {
   PROTOCOL_VERSION,
+  SharedTensorFiles,
   chunkPlan,
   decode,
+  roundChunkPlan,
   encode,
   readTensorInto,
   tensorFrame,
@@ -85,14 +91,20 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   const syncSize = trainer.syncSize;
   const modelSize = trainer.modelSize;
   const dtype = config.wireDtype;
-  const syncChunks = chunkPlan(syncSize, config.chunkFloats);
-  const modelChunks = chunkPlan(modelSize, config.chunkFloats);
+  const welcomeChunks = chunkPlan(syncSize, config.chunkFloats);
+  // Round messages follow chunkFloats over sockets, one per vector through shared memory (set at the welcome).
+  let syncChunks = welcomeChunks;
+  let modelChunks = chunkPlan(modelSize, config.chunkFloats);
   // Preallocated once: the outgoing vector, the incoming average and θ_HWA, the restart vector.
   const outgoing = new Float32Array(syncSize);
   const outgoingWire = new Uint8Array(dtype === 'float32' ? 0 : syncSize * 2);
   const average = new Float32Array(syncSize);
   const offline = new Float32Array(modelSize);
   const restart = config.restart === 'offline' ? new Float32Array(syncSize) : average;
+  /** The shared-memory files, when the coordinator's welcome named them. */
+  let shared: SharedTensorFiles | null = null;
+  /** 16-bit elements read from shared memory land here before decoding, 64Ki at a time. */
+  const sharedScratch = new Uint8Array(dtype === 'float32' ? 0 : Math.min(syncSize, 1 << 16) * 2);
 
   /** Next message of one of the expected types; an `error` from the coordinator ends the run. */
   async function receive<T extends MessageType>(...types: T[]): Promise<{ header: HeaderOf<T>; payload?: Buffer }> {
@@ -119,9 +131,13 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
     for (let c = 0; c < chunks; c++) {
       const { header, payload } = await receive(type);
       const tensor = (header as Extract<Header, { tensor: unknown }>).tensor;
-      if (tensor.length !== into.length || tensor.chunk !== c || !payload)
+      if (tensor.length !== into.length || tensor.chunk !== c)
         throw new ProtocolError(`worker ${rank}: ${type} chunk ${tensor.chunk} of a ${tensor.length}-float vector, expected chunk ${c} of ${into.length}`);
-      readTensorInto(payload, tensor, into);
+      if (tensor.shared) {
+        if (!shared || type === 'welcome') throw new ProtocolError(`worker ${rank}: ${type} chunk ${c} in shared memory, but no shared-memory folder was named`);
+        shared.readTensorInto(type === 'average' ? 'average' : 'offline', 0, tensor, into, sharedScratch);
+      } else if (payload) readTensorInto(payload, tensor, into);
+      else throw new ProtocolError(`worker ${rank}: ${type} chunk ${c} has no payload`);
       first ??= header;
     }
     return first as HeaderOf<T>;
@@ -145,7 +161,20 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
         modelSize,
       }),
     );
-    const welcome = await receiveVector('welcome', average, syncChunks.length);
+    const welcome = await receiveVector('welcome', average, welcomeChunks.length);
+    if (welcome.shared) {
+      try {
+        shared = SharedTensorFiles.open(welcome.shared, rank, { workers: plan.workers, syncSize, modelSize, dtype });
+      } catch (e) {
+        // Tell the coordinator why, so the run stops with the reason instead of waiting for this worker.
+        const reason = `worker ${rank}: ${(e as Error).message}`;
+        await socket.send(encode({ v: PROTOCOL_VERSION, type: 'error', rank, reason })).catch(() => {});
+        throw e;
+      }
+      syncChunks = roundChunkPlan(syncSize, config.chunkFloats, true);
+      modelChunks = roundChunkPlan(modelSize, config.chunkFloats, true);
+      log.info({ event: 'shared.opened', dir: welcome.shared }, `tensors go through shared memory in ${welcome.shared}`);
+    }
     trainer.load(average);
     log.info({ event: 'worker.welcomed', nextRound: welcome.nextRound, workers: welcome.workers });
 
@@ -160,6 +189,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
       for (let chunk = 0; chunk < syncChunks.length; chunk++) {
         const { offset, count } = syncChunks[chunk];
         const frame = tensorFrame(vector, offset, count, dtype, outgoingWire.subarray(offset * 2, (offset + count) * 2));
+        shared?.write('weights', rank, frame, offset);
         await socket.send(
           encode(
             {
@@ -169,9 +199,9 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
               round,
               step: result.step,
               stats: { loss: result.loss, computeMs: result.computeMs, samples: result.samples, lr: result.lr },
-              tensor: { dtype, length: syncSize, offset, count, chunk, chunks: syncChunks.length },
+              tensor: { dtype, length: syncSize, offset, count, chunk, chunks: syncChunks.length, shared: shared ? true : undefined },
             },
-            frame,
+            shared ? undefined : frame,
           ),
         );
       }
@@ -197,5 +227,6 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   } finally {
     o.signal?.removeEventListener('abort', close);
     if (!socket.closed) socket.close();
+    shared?.close();
   }
 }

@@ -2,7 +2,7 @@
  * In-process ceilings and costs of `hwa bench comm`, measured on the same vectors and in the same run as the
  * rounds: memcpy (`Float32Array.set`), the averaging kernel alone, and the wire conversions.
  */
-import { meanCodesRangeInto, meanRangeInto, type WireDtype } from '@hwa/core';
+import { StagedMean, meanCodesRangeInto, type WireDtype } from '@hwa/core';
 import { decodeRange, decodeTable, encodeRange } from '@hwa/protocol';
 
 /** Sorted-sample summary of repeated timings (ms). */
@@ -53,7 +53,11 @@ export function weightLike(n: number, seed = 1): Float32Array {
 export interface InProcessCosts {
   /** `Float32Array.set` of N floats into a preallocated, already-touched vector. */
   memcpy: Timing;
-  /** The coordinator's averaging kernel alone on K preallocated inputs of this dtype (decode fused for 16-bit). */
+  /**
+   * The coordinator's averaging kernel alone on K preallocated inputs of this dtype: float32 through StagedMean
+   * (copying each input into the WebAssembly staging slots is included), 16-bit codes through the fused
+   * decode-and-mean loop.
+   */
   average: Timing;
   /** float32 → wire dtype of N floats (0 for float32, which is sent as a view). */
   encode: Timing;
@@ -73,7 +77,8 @@ export function measureInProcess(n: number, k: number, dtype: WireDtype, reps = 
   const wire = new Uint8Array(n * (dtype === 'float32' ? 4 : 2));
   if (dtype === 'float32') {
     const inputs = Array.from({ length: k }, (_, j) => weightLike(n, 11 + j));
-    average = time(() => meanRangeInto(dst, inputs, 0, n), reps);
+    const stager = new StagedMean(k);
+    average = time(() => stager.meanRangeInto(dst, inputs, 0, n), reps);
   } else {
     const table = decodeTable(dtype);
     const inputs = Array.from({ length: k }, (_, j) => {

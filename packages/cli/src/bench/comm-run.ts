@@ -9,7 +9,7 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { WorkerFailure, configHash, type RoundRecord } from '@hwa/core';
+import { WorkerFailure, configHash, type RoundRecord, type Transport } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
 import { bytesPerElement, chunkPlan } from '@hwa/protocol';
 import type { Logger } from 'pino';
@@ -22,7 +22,7 @@ const WORKER_SCRIPT = fileURLToPath(new URL('./comm-worker.js', import.meta.url)
 /** Socket options as the coordinator uses them (packages/coordinator/src/coordinator.ts). */
 const ECHO_ROUTER_OPTIONS = { linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 } as const;
 
-export type Transport = 'ipc' | 'tcp';
+export type { Transport };
 
 export interface CaseRun {
   /** Round times (ms) of the raw echo: K frames of N·bytes out, K back. */
@@ -31,8 +31,9 @@ export interface CaseRun {
   rounds: RoundRecord[];
 }
 
+/** shm runs its messages (and its echo ceiling) over ipc. */
 function endpoint(transport: Transport): string {
-  return transport === 'ipc'
+  return transport !== 'tcp'
     ? `ipc://${join(tmpdir(), `hwa-bench-${process.pid}-${randomBytes(4).toString('hex')}.sock`)}`
     : 'tcp://127.0.0.1:*';
 }
@@ -65,6 +66,7 @@ export async function runCase(c: CommCase, transport: Transport, warmup: number,
       syncSize: c.floats,
       initial: weightLike(c.floats, 3),
       bind: endpoint(transport),
+      sharedMemory: transport === 'shm',
       log,
       signal: controller.signal,
       joinTimeoutMs: 600_000,

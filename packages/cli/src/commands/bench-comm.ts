@@ -9,10 +9,14 @@
  *   queued to the next one's: average out to K workers, their vectors back, averaging.
  * - GB/s: bytes moved per round / median round time; a round moves 2·K·N·(bytes per element).
  * - echo: the same bytes through a raw zeromq ROUTER/DEALER echo (one frame each way per worker), same run.
+ *   shm rows (messages over ipc, tensors through files in /dev/shm) show the ipc echo: the socket ceiling that
+ *   shared memory goes around, so their ÷echo may drop below 1.
  * - averaging: the mean kernel alone, inside the coordinator (per round, all chunks) and standalone; its
  *   bandwidth counts input bytes, K·N·4 / time (as DESIGN §6 does), against memcpy's N·4 / time
  *   (`Float32Array.set` of the same N floats, same run). The standalone kernels and memcpy run in a short-lived
- *   child process on preallocated, already-touched vectors.
+ *   child process on preallocated, already-touched vectors; float32 is the coordinator's StagedMean
+ *   (WebAssembly SIMD), copies into its staging slots included. Inside a shm round the "avg" column also holds
+ *   reading the K ranks' blocks from shared memory and writing the average back (the kernel is fused with both).
  * - conversion: encode/decode of N floats to/from the wire dtype, and the coordinator's encode time per round.
  * - with --mode hwa, the coordinator's offline (window) update per round. It is O(N) computation, not
  *   communication, so the default (localsgd) leaves it out; the offline column shows what it adds.
@@ -39,7 +43,7 @@ import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ConfigError, WIRE_DTYPES, type WireDtype } from '@hwa/core';
+import { ConfigError, TRANSPORTS, WIRE_DTYPES, type WireDtype } from '@hwa/core';
 import { bytesPerElement } from '@hwa/protocol';
 import { summarize, type InProcessCosts, type Timing } from '../bench/comm-ceilings.js';
 import { runCase, type Transport } from '../bench/comm-run.js';
@@ -126,7 +130,11 @@ export function registerBenchCommands(program: Command): void {
     .description('sync-round time of the real coordinator and workers vs memcpy and a raw zeromq echo')
     .addOption(new Option('--sizes <list>', 'vector sizes in floats (k/M suffixes)').argParser(list(parseCount)).default([1e6, 10e6, 25e6], '1M,10M,25M'))
     .addOption(new Option('--workers <list>', 'K values, 1..4').argParser(list(intAtLeast(1))).default([2], '2'))
-    .addOption(new Option('--transports <list>', 'ipc and/or tcp').argParser(list(oneOf(['ipc', 'tcp'] as const))).default(['ipc', 'tcp'], 'ipc,tcp'))
+    .addOption(
+      new Option('--transports <list>', 'ipc, tcp, shm (ipc messages, tensors in /dev/shm)')
+        .argParser(list(oneOf(TRANSPORTS)))
+        .default([...TRANSPORTS], TRANSPORTS.join(',')),
+    )
     .addOption(new Option('--dtypes <list>', 'wire dtypes').argParser(list(oneOf(WIRE_DTYPES))).default([...WIRE_DTYPES], WIRE_DTYPES.join(',')))
     .addOption(new Option('--chunk-floats <list>', 'floats per chunk, 0 = one frame per vector (k/M suffixes)').argParser(list(parseCount)).default([1 << 18], '262144'))
     .addOption(new Option('--rounds <n>', 'measured rounds per case (≥ 5)').argParser(intAtLeast(5)).default(10))
@@ -160,7 +168,10 @@ export interface CaseResult {
   workers: number;
   transport: Transport;
   dtype: WireDtype;
+  /** Floats per round message (0 = whole vectors, as shm always sends). */
   chunkFloats: number;
+  /** Floats per frame of the echo ceiling (shm rows: the socket framing they go around). */
+  echoChunkFloats: number;
   /** 2·K·N·bytes per element: K vectors in, K averages out. */
   bytesPerRound: number;
   /** Round time (ms) of the real coordinator and workers. */
@@ -273,6 +284,8 @@ export async function benchComm(o: BenchCommOptions): Promise<CaseResult[]> {
           // The in-process ceilings once per (N, K, dtype), just before that case's transports run.
           const inProcess = measureCeilings(floats, workers, dtype);
           for (const transport of o.transports) {
+            // shm rounds send whole vectors whatever --chunk-floats says (roundChunkPlan): run them once.
+            if (transport === 'shm' && chunkFloats !== o.chunkFloats[0]) continue;
             const run = await runCase(c, transport, o.warmup, o.rounds, log);
             const bytesPerRound = 2 * workers * floats * bytesPerElement(dtype);
             const round = summarize(run.rounds.map((r) => r.wallMs));
@@ -280,7 +293,7 @@ export async function benchComm(o: BenchCommOptions): Promise<CaseResult[]> {
             const memcpyGBps = gbps(floats * 4, inProcess.memcpy.median);
             const averageGBps = gbps(workers * floats * 4, inProcess.average.median);
             const result: CaseResult = {
-              floats, workers, transport, dtype, chunkFloats, bytesPerRound,
+              floats, workers, transport, dtype, chunkFloats: transport === 'shm' ? 0 : chunkFloats, echoChunkFloats: chunkFloats, bytesPerRound,
               round, roundGBps: gbps(bytesPerRound, round.median),
               echo, echoGBps: gbps(bytesPerRound, echo.median), roundOverEcho: round.median / echo.median,
               coordinator: {

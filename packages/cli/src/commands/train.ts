@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { ConfigError, HwaError, configHash, resolveWorkers, trainingPart, type RunConfig, type TrainingConfig } from '@hwa/core';
+import { ConfigError, HwaError, configHash, resolveWorkers, trainingPart, type RunConfig, type TrainingConfig, type Transport } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
 import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
 import type { Logger } from 'pino';
@@ -101,8 +101,9 @@ export async function train(input: RunConfig): Promise<void> {
   log.info({ event: 'run.exported', dir: join(dir, 'model') }, `offline (HWA) model exported to ${join(dir, 'model')}`);
 }
 
-function localEndpoint(transport: 'ipc' | 'tcp'): string {
-  return transport === 'ipc'
+/** Where a launcher's coordinator binds: shm runs its messages over ipc. */
+function localEndpoint(transport: Transport): string {
+  return transport !== 'tcp'
     ? `ipc://${join(tmpdir(), `hwa-${process.pid}-${randomBytes(4).toString('hex')}.sock`)}`
     : 'tcp://127.0.0.1:*';
 }
@@ -139,6 +140,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     syncSize: trainer.syncSize,
     initial: trainer.initialVector(),
     bind: o.bind,
+    sharedMemory: config.transport === 'shm',
     log,
     signal: controller.signal,
     onBound: (endpoint) => {
