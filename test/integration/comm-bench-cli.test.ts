@@ -23,6 +23,7 @@ interface Result {
   echo: { median: number };
   memcpyGBps: number;
   averageGBps: number;
+  averageStagedGBps: number;
 }
 
 it('runs every case and writes the table, JSON and SVG', async () => {
@@ -46,6 +47,7 @@ it('runs every case and writes the table, JSON and SVG', async () => {
     expect(r.echo.median).toBeGreaterThan(0);
     expect(r.memcpyGBps).toBeGreaterThan(0);
     expect(r.averageGBps).toBeGreaterThan(0);
+    expect(r.averageStagedGBps).toBeGreaterThan(0);
   }
   const svg = readFileSync(join(dir, 'comm.svg'), 'utf8');
   expect(svg).toMatch(/^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
