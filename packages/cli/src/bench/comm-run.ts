@@ -14,6 +14,7 @@ import { Coordinator } from '@hwa/coordinator';
 import { bytesPerElement, chunkPlan } from '@hwa/protocol';
 import type { Logger } from 'pino';
 import { Router } from 'zeromq';
+import { GLIBC_TUNING } from '../launcher.js';
 import { weightLike } from './comm-ceilings.js';
 import { commConfig, commPlan, type CommCase, type CommWorkerArgs } from './comm-setup.js';
 
@@ -77,7 +78,9 @@ export async function runCase(c: CommCase, transport: Transport, warmup: number,
         addresses.push(connect);
         for (let rank = 0; rank < c.workers; rank++) {
           const args: CommWorkerArgs = { case: c, rank, echo: echoAt, connect };
-          const child = spawn(process.execPath, [WORKER_SCRIPT, JSON.stringify(args)], { stdio: ['ignore', 'inherit', 'inherit'] });
+          // The malloc tunables `hwa train` gives its workers (launcher.ts), so bench workers allocate like real ones.
+          const env = { ...process.env, GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? GLIBC_TUNING };
+          const child = spawn(process.execPath, [WORKER_SCRIPT, JSON.stringify(args)], { stdio: ['ignore', 'inherit', 'inherit'], env });
           child.once('exit', (code, signal) => {
             if (code !== 0)
               controller.abort(new WorkerFailure(`bench worker ${rank} exited with ${signal ?? `code ${code}`}`, rank));
