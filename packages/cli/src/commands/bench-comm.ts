@@ -27,8 +27,10 @@
  * time, and on this VM first touches of fresh memory cost ~3 ms per MB (a 100 MB frame: ~300 ms before a
  * byte is copied). Chunks of 256Ki floats (1 MiB, the default here) come from memory glibc reuses. Comparing a chunked round with
  * an unchunked echo would flatter the round, so the echo is framed like the case.
- * `--glibc-tuning` (GLIBC_TUNABLES below, inherited by the workers) keeps freed memory mapped, so even more
- * of it is reused; training runs do not set it (yet), so it is off by default.
+ * The worker processes get the malloc tunables `hwa train` gives its workers (GLIBC_TUNING in launcher.ts: keep
+ * freed memory mapped, so receive buffers land in memory touched before); `--glibc-tuning` gives them to the
+ * bench process, i.e. the coordinator, as well (a launcher's coordinator runs without them unless the user sets
+ * GLIBC_TUNABLES).
  *
  *   npm run bench:comm                                           # 1M,10M,25M × K=2 × ipc,tcp × 3 dtypes
  *   npm run bench:comm -- --sizes 25M --workers 2 --rounds 10    # the issue's headline case
@@ -149,7 +151,7 @@ export function registerBenchCommands(program: Command): void {
     .addOption(new Option('--out <file>', 'JSON results; the SVG plot is written next to it').default('bench/results/comm.json'))
     .addOption(new Option('--max-gib <n>', 'skip cases estimated to need more memory than this').argParser(Number).default(16))
     .addOption(new Option('--gloo <python>', 'also time PyTorch gloo all-reduce of each size and K with this python (needs torch)'))
-    .addOption(new Option('--glibc-tuning', `run with GLIBC_TUNABLES=${GLIBC_TUNING} (bench and workers)`))
+    .addOption(new Option('--glibc-tuning', `also run the coordinator (this process) with GLIBC_TUNABLES=${GLIBC_TUNING}, as the workers always are`))
     .action(async (opts: BenchCommOptions) => {
       // glibc reads its tunables at process start only: re-run this command with them in the environment.
       if (opts.glibcTuning && process.env.GLIBC_TUNABLES === undefined) {
