@@ -32,7 +32,7 @@
  * bench process, i.e. the coordinator, as well (a launcher's coordinator runs without them unless the user sets
  * GLIBC_TUNABLES).
  *
- *   npm run bench:comm                                           # 1M,10M,25M × K=2 × ipc,tcp × 3 dtypes
+ *   npm run bench:comm                                           # 1M,10M,25M × K=2 × ipc,tcp,shm × 3 dtypes
  *   npm run bench:comm -- --sizes 25M --workers 2 --rounds 10    # the issue's headline case
  *   npm run bench:comm -- --sizes 100M --workers 1,2,4 --chunk-floats 0,1M --gloo /usr/bin/python3
  *
