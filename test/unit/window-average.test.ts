@@ -67,7 +67,8 @@ describe('sliding window average', () => {
         if (size > 0) {
           const want = naiveWindow(history, capacity);
           window.averageInto(out);
-          for (let i = 0; i < size; i++) expect(Math.abs(out[i] - want[i])).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(want[i])));
+          // Exactly the naive float64 mean (oldest first), not just close to it.
+          for (let i = 0; i < size; i++) if (!Object.is(out[i], want[i])) expect.fail(`push ${p}, element ${i}: ${out[i]} ≠ ${want[i]}`);
         }
       }
     }

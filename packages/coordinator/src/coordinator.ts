@@ -516,8 +516,12 @@ export class Coordinator {
   private completeRound(s: RoundState, evaluate: boolean): void {
     // Workers need θ_HWA to restart from it (--restart offline) or to evaluate it.
     if (this.o.config.restart === 'offline' || evaluate) {
+      // θ_HWA is formed when first read (the window's mean): that is offline-update time, not encoding.
+      const tOffline = performance.now();
+      const offline = this.averager.offline;
+      s.offlineMs += performance.now() - tOffline;
       const t0 = performance.now();
-      this.broadcastVector(this.averager.offline, this.modelChunks, (tensor) => ({
+      this.broadcastVector(offline, this.modelChunks, (tensor) => ({
         v: PROTOCOL_VERSION,
         type: 'offline',
         round: s.round,

@@ -15,8 +15,10 @@ import { feedsOffline, makeOfflineAverager, type RunPlan } from './plan.js';
 export class HierarchicalAverager {
   /** θ̄ of the last round (model and, if synced, momentum). */
   readonly online: Float32Array;
-  /** θ_HWA: the offline average, or θ̄ when the mode keeps none or none has been fed yet. */
-  readonly offline: Float32Array;
+  /** θ_HWA's storage (see {@link offline}). */
+  private readonly offlineBuffer: Float32Array;
+  /** The offline averager was fed since offlineBuffer was last formed. */
+  private offlineStale = false;
   /** What workers load at the start of the next round. */
   readonly restart: Float32Array;
   /** Rounds completed so far. */
@@ -38,8 +40,20 @@ export class HierarchicalAverager {
     this.online = Float32Array.from(initial);
     this.averager = makeOfflineAverager(plan, config, modelSize);
     // With no offline average (sgd, localsgd) θ_HWA is θ̄: a view, not a copy made every round.
-    this.offline = this.averager ? Float32Array.from(initial.subarray(0, modelSize)) : this.online.subarray(0, modelSize);
+    this.offlineBuffer = this.averager ? Float32Array.from(initial.subarray(0, modelSize)) : this.online.subarray(0, modelSize);
     this.restart = config.restart === 'offline' ? Float32Array.from(initial) : this.online;
+  }
+
+  /**
+   * θ_HWA: the offline average, or θ̄ when the mode keeps none or none has been fed yet. Formed when read
+   * (the window's mean is O(I·N), and most rounds never read it); the array is the same every time.
+   */
+  get offline(): Float32Array {
+    if (this.offlineStale && this.averager) {
+      this.averager.averageInto(this.offlineBuffer);
+      this.offlineStale = false;
+    }
+    return this.offlineBuffer;
   }
 
   /** Completes a round from the K workers' vectors (in rank order). */
@@ -58,10 +72,10 @@ export class HierarchicalAverager {
     this.round++;
     const model = this.online.subarray(0, this.modelSize);
     if (this.averager && feedsOffline(this.plan, this.config, this.round)) {
-      this.averager.push(model);
-      this.averager.averageInto(this.offline);
+      this.averager.push(model); // copies θ̄'s model part: the next round may overwrite θ̄ before θ_HWA is read
+      this.offlineStale = true;
     } else if (this.averager && this.averager.count === 0) {
-      this.offline.set(model); // before the offline start (SWA), θ_HWA follows θ̄
+      this.offlineBuffer.set(model); // before the offline start (SWA), θ_HWA follows θ̄
     }
     if (this.restart !== this.online) {
       this.restart.set(this.offline);

@@ -1,9 +1,10 @@
 /**
  * Offline weight averaging: averages of one sequence of weight vectors over time. HWA's window (LAWA-like),
  * SWA's cumulative mean and the exponential moving average share one interface so the trainer is the same
- * for every mode. Every update is O(N); state is kept in float64 so long runs do not drift.
+ * for every mode. Every update is O(N); sums are taken in float64 so long runs do not drift.
  */
 import { ConfigError } from './errors.js';
+import { StagedMean } from './staged-mean.js';
 
 export interface OfflineAverager {
   /** Number of elements of each vector. */
@@ -34,16 +35,20 @@ function sumToAverage(sum: Float64Array, count: number, out: Float32Array): Floa
 }
 
 /**
- * The mean of the last `capacity` pushed vectors (HWA's offline window of I). A float64 running sum makes
- * push O(N); every `capacity` pushes the sum is rebuilt exactly from the stored vectors, so rounding from the
- * add/subtract pairs never accumulates (amortised cost stays O(N) per push).
+ * The mean of the last `capacity` pushed vectors (HWA's offline window of I). A push only copies the vector
+ * into its slot of a ring (one memcpy); the mean is formed when it is read, exactly: the float64 sum of the
+ * window oldest first, one division, one rounding to float32 — the arithmetic of meanRangeInto, run by the
+ * WebAssembly SIMD kernel (StagedMean). HWA reads θ_HWA only at evaluations (and every round with
+ * --restart offline), so a round costs one copy instead of the O(N) float64 updates a running sum needs on
+ * every push, and no float64 sum (2N floats) is kept.
  */
 export class SlidingWindowAverage implements OfflineAverager {
   readonly size: number;
   private readonly slots: Float32Array[] = [];
-  private readonly sum: Float64Array;
+  /** Index of the oldest slot once the ring is full. */
   private oldest = 0;
-  private pushesSinceResum = 0;
+  /** One kernel per window fill level (1..capacity), made on first use. */
+  private readonly kernels = new Map<number, StagedMean>();
 
   constructor(
     size: number,
@@ -54,7 +59,6 @@ export class SlidingWindowAverage implements OfflineAverager {
     if (!Number.isInteger(capacity) || capacity < 1)
       throw new ConfigError(`window length must be a whole number ≥ 1, got ${capacity}`);
     this.size = size;
-    this.sum = new Float64Array(size);
   }
 
   get count(): number {
@@ -63,30 +67,22 @@ export class SlidingWindowAverage implements OfflineAverager {
 
   push(v: Float32Array): void {
     checkVector(this.size, v, 'window push');
-    const sum = this.sum;
     if (this.slots.length < this.capacity) {
       this.slots.push(Float32Array.from(v));
-      for (let i = 0; i < sum.length; i++) sum[i] += v[i];
     } else {
-      const slot = this.slots[this.oldest];
-      for (let i = 0; i < sum.length; i++) sum[i] += v[i] - slot[i];
-      slot.set(v);
+      this.slots[this.oldest].set(v);
       this.oldest = (this.oldest + 1) % this.capacity;
     }
-    if (++this.pushesSinceResum >= this.capacity) this.resum();
   }
 
   averageInto(out: Float32Array): Float32Array {
-    if (this.slots.length === 0) emptyAverage('window average');
+    const n = this.slots.length;
+    if (n === 0) emptyAverage('window average');
     checkVector(this.size, out, 'window average');
-    return sumToAverage(this.sum, this.slots.length, out);
-  }
-
-  /** Rebuilds the running sum exactly from the stored window. */
-  private resum(): void {
-    this.sum.fill(0);
-    for (const slot of this.slots) for (let i = 0; i < slot.length; i++) this.sum[i] += slot[i];
-    this.pushesSinceResum = 0;
+    const chronological = Array.from({ length: n }, (_, j) => this.slots[(this.oldest + j) % n]);
+    let kernel = this.kernels.get(n);
+    if (!kernel) this.kernels.set(n, (kernel = new StagedMean(n)));
+    return kernel.meanRangeInto(out, chronological, 0, this.size);
   }
 }
 
