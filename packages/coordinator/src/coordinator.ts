@@ -559,22 +559,22 @@ export class Coordinator {
 
   /**
    * Sends `vector` chunk by chunk to every worker: each chunk is encoded once, then either written once to the
-   * shared `offline` file (given `shared`: only θ_HWA goes this way; the headers say so) or queued as the same
-   * payload frame to each worker.
+   * shared `offline` file (given `sharedOffline`: θ_HWA in a shared-memory run; the headers say so) or queued as
+   * the same payload frame to each worker.
    */
   private broadcastVector(
     vector: Float32Array,
     chunks: readonly { offset: number; count: number }[],
     header: (tensor: TensorDescriptor, rank: number) => Header,
     scratch: Uint8Array,
-    shared: SharedTensorFiles | null,
+    sharedOffline: SharedTensorFiles | null,
   ): void {
     const dtype = this.o.config.wireDtype;
     chunks.forEach(({ offset, count }, chunk) => {
       const frame = tensorFrame(vector, offset, count, dtype, scratch.subarray(offset * 2, (offset + count) * 2));
-      shared?.write('offline', 0, frame, offset);
-      const tensor: TensorDescriptor = { dtype, length: vector.length, offset, count, chunk, chunks: chunks.length, shared: shared ? true : undefined };
-      for (const [rank, identity] of this.peers) void this.send(identity, encode(header(tensor, rank), shared ? undefined : frame));
+      sharedOffline?.write('offline', 0, frame, offset);
+      const tensor: TensorDescriptor = { dtype, length: vector.length, offset, count, chunk, chunks: chunks.length, shared: sharedOffline ? true : undefined };
+      for (const [rank, identity] of this.peers) void this.send(identity, encode(header(tensor, rank), sharedOffline ? undefined : frame));
     });
   }
 

@@ -26,9 +26,9 @@ import {
   SharedTensorFiles,
   chunkPlan,
   decode,
-  roundChunkPlan,
   encode,
   readTensorInto,
+  roundChunkPlan,
   tensorFrame,
   type Header,
   type HeaderOf,
@@ -167,8 +167,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
         shared = SharedTensorFiles.open(welcome.shared, rank, { workers: plan.workers, syncSize, modelSize, dtype });
       } catch (e) {
         // Tell the coordinator why, so the run stops with the reason instead of waiting for this worker.
-        const reason = `worker ${rank}: ${(e as Error).message}`;
-        await socket.send(encode({ v: PROTOCOL_VERSION, type: 'error', rank, reason })).catch(() => {});
+        await socket.send(encode({ v: PROTOCOL_VERSION, type: 'error', rank, reason: (e as Error).message })).catch(() => {});
         throw e;
       }
       syncChunks = roundChunkPlan(syncSize, config.chunkFloats, true);
