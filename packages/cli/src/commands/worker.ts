@@ -1,4 +1,5 @@
 /** `hwa worker --connect ADDR --rank R`: one worker process (started by `hwa train` or by hand/compose). */
+import { join } from 'node:path';
 import { ConfigError, trainingPart, type RunConfig } from '@hwa/core';
 import { LocalTrainer } from '@hwa/engine';
 import { runWorker } from '@hwa/worker';
@@ -7,7 +8,12 @@ import { prepare } from '../setup.js';
 import { Interrupted } from './train.js';
 
 export async function work(config: RunConfig & { connect: string; rank: number; receiveTimeout: number }): Promise<void> {
-  const log = createLogger({ level: config.logLevel, bindings: { role: 'worker', rank: config.rank }, console: 'json' });
+  // A launcher-started worker (it has the launcher's IPC channel) logs to stdout, which the launcher files as
+  // worker-<rank>.log in its run folder; a standalone one (another host, a container) also writes that file
+  // itself when given --out-dir.
+  const standalone = process.send === undefined;
+  const file = standalone && config.outDir ? join(config.outDir, `worker-${config.rank}.log`) : undefined;
+  const log = createLogger({ level: config.logLevel, bindings: { role: 'worker', rank: config.rank }, console: 'json', file });
   const controller = new AbortController();
   const stop = (why: string) => () => controller.abort(new Interrupted(why));
   process.once('SIGINT', stop('stopped by SIGINT'));
