@@ -20,8 +20,13 @@ export interface CliRun {
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
 }
 
-export function runHwa(args: string[], env: NodeJS.ProcessEnv = {}): CliRun {
-  const child = spawn(process.execPath, [MAIN, ...args], {
+/**
+ * Starts `hwa args…`. `prefix` runs it through another command first, e.g. `['ip', 'netns', 'exec', 'ns1']`
+ * (which execs node in place, so the child is still the hwa process).
+ */
+export function runHwa(args: string[], env: NodeJS.ProcessEnv = {}, prefix: string[] = []): CliRun {
+  const [command, ...rest] = [...prefix, process.execPath, MAIN, ...args];
+  const child = spawn(command, rest, {
     env: { ...process.env, FORCE_COLOR: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

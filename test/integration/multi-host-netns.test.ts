@@ -1,0 +1,92 @@
+/**
+ * Multi-node as it really is, on one machine: the coordinator and each worker in a network namespace of its
+ * own (separate network stacks, like separate hosts), linked by veth pairs. A worker reaches the coordinator
+ * only through its link's address; 127.0.0.1 inside a worker's namespace is its own loopback, where nothing
+ * listens. Needs root and iproute2 (`ip netns`), as CI has; elsewhere the test says why it is skipped.
+ *
+ * ```
+ * ns coord: 10.77.1.1 ── veth ── 10.77.1.2 :ns w0
+ *           10.77.2.1 ── veth ── 10.77.2.2 :ns w1
+ * ```
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { killAll, readCheckpoint, runHwa } from '../helpers/cli.js';
+
+const job = ['--dataset', 'synthetic', '--train-limit', '128', '--test-limit', '32', '--batch-size', '16', '--epochs', '1', '--sync-period', '2', '--progress', 'off'];
+const tag = `${process.pid % 100000}`;
+const ns = { coord: `hwa${tag}c`, w0: `hwa${tag}w0`, w1: `hwa${tag}w1` };
+// A /24 per link; the second octet from the pid keeps parallel test runs apart.
+const net = (link: number, host: number) => `10.${77 + (process.pid % 50)}.${link}.${host}`;
+
+function ip(...args: string[]): void {
+  execFileSync('ip', args, { stdio: 'pipe' });
+}
+
+/** Why namespaces cannot be made here, or null when they can. */
+function whyNoNetns(): string | null {
+  if (process.getuid?.() !== 0) return 'needs root (CI runs as root)';
+  try {
+    ip('netns', 'add', `${ns.coord}probe`);
+    ip('netns', 'del', `${ns.coord}probe`);
+    return null;
+  } catch (e) {
+    return `ip netns unavailable: ${(e as Error).message.split('\n')[0]}`;
+  }
+}
+
+const skip = whyNoNetns();
+const root = mkdtempSync(join(tmpdir(), 'hwa-netns-'));
+
+describe.skipIf(skip !== null)(`coordinator and workers in separate network namespaces${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  beforeAll(() => {
+    for (const name of Object.values(ns)) {
+      ip('netns', 'add', name);
+      ip('-n', name, 'link', 'set', 'lo', 'up');
+    }
+    for (const [link, worker] of [[1, ns.w0], [2, ns.w1]] as const) {
+      const [a, b] = [`h${tag}c${link}`, `h${tag}w${link}`];
+      ip('link', 'add', a, 'netns', ns.coord, 'type', 'veth', 'peer', 'name', b, 'netns', worker);
+      ip('-n', ns.coord, 'addr', 'add', `${net(link, 1)}/24`, 'dev', a);
+      ip('-n', worker, 'addr', 'add', `${net(link, 2)}/24`, 'dev', b);
+      ip('-n', ns.coord, 'link', 'set', a, 'up');
+      ip('-n', worker, 'link', 'set', b, 'up');
+    }
+  });
+  afterEach(killAll);
+  afterAll(() => {
+    for (const name of Object.values(ns)) {
+      try {
+        ip('netns', 'del', name); // also removes the veth pairs
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('a worker cannot reach the coordinator at 127.0.0.1: its namespace has its own loopback', async () => {
+    const coordinator = runHwa(['coordinator', ...job, '--workers', '2', '--bind', 'tcp://0.0.0.0:5555', '--out-dir', join(root, 'isolated')], {}, ['ip', 'netns', 'exec', ns.coord]);
+    await coordinator.waitFor(/listening on tcp:\/\/0\.0\.0\.0:5555/);
+    const lost = runHwa(['worker', ...job, '--workers', '2', '--rank', '0', '--connect', 'tcp://127.0.0.1:5555', '--receive-timeout', '2'], {}, ['ip', 'netns', 'exec', ns.w0]);
+    const { code, output } = await lost.done;
+    expect(code).toBe(1);
+    expect(output).toMatch(/no message from the coordinator at tcp:\/\/127\.0\.0\.1:5555 within 2 s/);
+  });
+
+  it('finishes the run with each worker reaching the coordinator over its own link', async () => {
+    const out = join(root, 'run');
+    const coordinator = runHwa(['coordinator', ...job, '--workers', '2', '--bind', 'tcp://0.0.0.0:5555', '--out-dir', out], {}, ['ip', 'netns', 'exec', ns.coord]);
+    await coordinator.waitFor(/listening on tcp:\/\/0\.0\.0\.0:5555/);
+    const workers = ([[0, ns.w0, 1], [1, ns.w1, 2]] as const).map(([rank, name, link]) =>
+      runHwa(['worker', ...job, '--workers', '2', '--rank', String(rank), '--connect', `tcp://${net(link, 1)}:5555`, '--receive-timeout', '60'], {}, ['ip', 'netns', 'exec', name]),
+    );
+    const results = await Promise.all([coordinator.done, ...workers.map((w) => w.done)]);
+    for (const r of results) expect(r.code, r.output).toBe(0);
+    expect(readCheckpoint(out).round).toBe(4);
+    expect(existsSync(join(out, 'model', 'model.json'))).toBe(true);
+  });
+});
