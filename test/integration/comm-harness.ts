@@ -6,7 +6,8 @@
 import { configHash, makeRunConfig, trainingPart, type RoundRecord, type RunPlan, type TrainingConfig, type WireDtype } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
 import { VectorTrainer, runWorker } from '@hwa/worker';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
+import type { CoordinatorCurve, WorkerCurve } from '@hwa/protocol';
 import { releaseAddress, uniqueAddress, type Transport } from '../helpers/addresses.js';
 
 export interface CommRun {
@@ -17,6 +18,12 @@ export interface CommRun {
   sharedRoot?: string;
   /** Called once the coordinator is bound, before the workers start. */
   onBound?: () => void;
+  /** CURVE keys: the coordinator's, and each rank's (`undefined` for a rank = that worker without CURVE). */
+  curve?: { coordinator: CoordinatorCurve; workers: (WorkerCurve | undefined)[] };
+  /** Worker receive timeout (ms, default 20 s). */
+  receiveTimeoutMs?: number;
+  /** The coordinator's logger (default silent). */
+  coordinatorLog?: Logger;
   /** Floats of the synced vector. */
   syncSize: number;
   /** Floats of its model prefix (the rest stands for extra synced buffers such as momentum). */
@@ -107,7 +114,8 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
       bind: address,
       sharedMemory: r.shared,
       sharedRoot: r.sharedRoot,
-      log: silent,
+      curve: r.curve?.coordinator,
+      log: r.coordinatorLog ?? silent,
       signal: controller.signal,
       joinTimeoutMs: 20_000,
       onBound: bound,
@@ -117,7 +125,17 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
     const at = await Promise.race([endpoint, coordinated.then(() => address)]);
     r.onBound?.();
     const workers = trainers.map((trainer, rank) =>
-      runWorker({ config, rank, connect: at, trainer, backend: 'none', log: silent, signal: controller.signal, receiveTimeoutMs: 20_000 }),
+      runWorker({
+        config,
+        rank,
+        connect: at,
+        trainer,
+        backend: 'none',
+        log: silent,
+        signal: controller.signal,
+        receiveTimeoutMs: r.receiveTimeoutMs ?? 20_000,
+        curve: r.curve?.workers[rank],
+      }),
     );
     // The first failure anywhere stops the others, so a test fails fast instead of timing out.
     const all = [coordinated, ...workers];

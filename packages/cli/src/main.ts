@@ -9,10 +9,11 @@
  *   hwa data download mnist|fashion-mnist|cifar10 [--dir D]             fetch a dataset (needs internet)
  *   hwa bench comm [options]                                            communication benchmark
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { z } from 'zod';
 import { HwaError, runConfigSchema } from '@hwa/core';
 import { DOWNLOADABLE_DATASETS, type DownloadableDataset } from '@hwa/engine';
+import { generateCurveKeys } from '@hwa/protocol';
 import { downloadDataset } from './commands/data.js';
 import { coordinate, train } from './commands/train.js';
 import { work } from './commands/worker.js';
@@ -80,6 +81,20 @@ data
   .option('--mirror <url>', 'fetch the same files from this URL prefix instead of the public host')
   .action(async (name: DownloadableDataset, opts: { dir?: string; mirror?: string }) => {
     await downloadDataset(name, opts, createLogger({ level: 'info', bindings: { role: 'cli' }, console: 'pretty' }));
+  });
+
+program
+  .command('keys')
+  .description('make the CURVE key folder for --curve-keys: a coordinator key pair and one per worker rank')
+  .requiredOption('--dir <dir>', 'folder to create the keys in (copy it to every host; secret files are mode 0600)')
+  .requiredOption('--workers <K>', 'number of worker key pairs (ranks 0..K-1)', (v) => {
+    const k = Number(v);
+    if (!Number.isInteger(k) || k < 1) throw new InvalidArgumentError(`'${v}' is not a whole number ≥ 1`);
+    return k;
+  })
+  .action((opts: { dir: string; workers: number }) => {
+    const files = generateCurveKeys(opts.dir, opts.workers);
+    process.stdout.write(`wrote ${files.length} key files to ${opts.dir}: coordinator and worker-0..${opts.workers - 1} (.public, .secret)\n`);
   });
 
 // `hwa bench comm` (issue 4): its options and action live in commands/bench-comm.ts.

@@ -50,13 +50,16 @@ import {
   encode,
   float32View,
   SharedTensorFiles,
+  startZapHandler,
   tensorFrame,
+  type CoordinatorCurve,
+  type ZapHandler,
   type Header,
   type HeaderOf,
   type TensorDescriptor,
 } from '@hwa/protocol';
 import type { Logger } from 'pino';
-import { Router } from 'zeromq';
+import { Context, Router } from 'zeromq';
 
 export interface CoordinatorOptions {
   /** The training options every worker must match. */
@@ -90,6 +93,8 @@ export interface CoordinatorOptions {
   sharedMemory?: boolean;
   /** Folder for the shared-memory files (default /dev/shm, else the OS temp folder). */
   sharedRoot?: string;
+  /** CURVE: encrypt all traffic and admit only workers with these public keys (`--curve-keys`). */
+  curve?: CoordinatorCurve;
 }
 
 export interface CoordinatorResult {
@@ -152,6 +157,9 @@ export class Coordinator {
   private readonly codeSlots: Uint16Array[];
   /** The run's shared-memory files (`sharedMemory` only), made by run(). */
   private shared: SharedTensorFiles | null = null;
+  /** CURVE runs: the socket's own ZeroMQ context and the ZAP handler admitting the listed workers. */
+  private context: Context | null = null;
+  private zap: ZapHandler | null = null;
   /**
    * The wire bytes of broadcasts in 16-bit dtypes, one region per chunk so every chunk can be in flight at once
    * (zeromq.js sends them without copying). Reused every round: round r+1's chunk c is only averaged once every
@@ -170,7 +178,11 @@ export class Coordinator {
 
   constructor(private readonly o: CoordinatorOptions) {
     this.log = o.log;
-    this.socket = new Router({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
+    const curve = o.curve
+      ? // Its own context: the ZAP handler's endpoint is one per context (see startZapHandler).
+        { context: (this.context = new Context()), curveServer: true, curveSecretKey: o.curve.secretKey, zapDomain: 'hwa' }
+      : {};
+    this.socket = new Router({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, ...curve });
     this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial);
     this.welcomeChunks = chunkPlan(o.syncSize, o.config.chunkFloats);
     this.chunks = roundChunkPlan(o.syncSize, o.config.chunkFloats, Boolean(o.sharedMemory));
@@ -202,6 +214,7 @@ export class Coordinator {
         this.shared = SharedTensorFiles.create({ workers, syncSize: this.o.syncSize, modelSize: this.o.modelSize, dtype: this.o.config.wireDtype }, this.o.sharedRoot);
         this.log.info({ event: 'shared.created', dir: this.shared.dir }, `tensors go through shared memory in ${this.shared.dir}`);
       }
+      if (this.o.curve && this.context) await this.startCurve(this.o.curve, this.context);
       await this.socket.bind(this.o.bind);
       const endpoint = this.socket.lastEndpoint ?? this.o.bind;
       this.log.info({ event: 'coordinator.bound', endpoint, workers: this.o.plan.workers }, `listening on ${endpoint}`);
@@ -225,7 +238,24 @@ export class Coordinator {
       this.finished = true;
       this.socket.close();
       this.shared?.close();
+      this.zap?.close();
     }
+  }
+
+  /** Admits only the listed worker keys; refused handshakes are logged with the key, as they never reach pump(). */
+  private async startCurve(curve: CoordinatorCurve, context: Context): Promise<void> {
+    this.zap = await startZapHandler(context, curve.authorizedKeys, ({ publicKey, address, mechanism }) =>
+      this.log.warn(
+        { event: 'worker.unauthorized', publicKey, address, mechanism },
+        mechanism === 'CURVE'
+          ? `refused a connection from ${address || 'a peer'}: its CURVE key ${publicKey} is not in --curve-keys`
+          : `refused a connection from ${address || 'a peer'} without CURVE (${mechanism || 'no security'})`,
+      ),
+    );
+    this.socket.events.on('handshake:error:protocol', ({ address, error }) =>
+      this.log.warn({ event: 'worker.handshake_failed', address, reason: error.message }, `CURVE handshake with ${address} failed: ${error.message}`),
+    );
+    this.log.info({ event: 'curve.enabled', workers: curve.authorizedKeys.length }, `CURVE on: ${curve.authorizedKeys.length} worker keys admitted`);
   }
 
   private joinTimer: NodeJS.Timeout | null = null;

@@ -65,6 +65,10 @@ export const runtimeShape = {
     .default('ipc')
     .describe('how processes talk: ZeroMQ over ipc or tcp; shm = ipc messages with tensors in shared memory (/dev/shm; every worker on the coordinator\'s machine)'),
   gpus: z.array(z.number().int().min(0)).default([]).describe('one worker per listed GPU id (sets CUDA_VISIBLE_DEVICES per worker)'),
+  curveKeys: z
+    .string()
+    .default('')
+    .describe('folder of CURVE keys made by `hwa keys`: encrypts coordinator ⇄ worker traffic and admits only listed workers (empty = unencrypted)'),
   dataDir: z.string().default('').describe('folder with dataset files (default: bundled MNIST, else ~/.hwa/data/<dataset>)'),
   outDir: z.string().default('').describe('run folder for logs, metrics and the exported model (default runs/<time>)'),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info').describe('log level'),

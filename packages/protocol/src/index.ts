@@ -9,6 +9,7 @@
  * - `dtype`: float32 ⇄ float16 / bfloat16.
  * - `sockets`: routing ids and recommended zeromq socket options.
  * - `shared-memory`: tensor bytes through files in /dev/shm for workers on the coordinator's machine.
+ * - `curve`: CURVE keys and the coordinator's ZAP handler (encrypted, authenticated runs).
  */
 export * from './messages.js';
 export * from './dtype.js';
@@ -25,3 +26,4 @@ export {
 } from './validate.js';
 export * from './sockets.js';
 export * from './shared-memory.js';
+export * from './curve.js';

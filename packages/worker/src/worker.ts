@@ -33,6 +33,7 @@ import {
   type Header,
   type HeaderOf,
   type MessageType,
+  type WorkerCurve,
 } from '@hwa/protocol';
 import type { Logger } from 'pino';
 import { Dealer } from 'zeromq';
@@ -74,6 +75,8 @@ export interface WorkerOptions {
   signal?: AbortSignal;
   /** Give up when the coordinator is silent this long while a reply is due (ms). */
   receiveTimeoutMs?: number;
+  /** CURVE: check the coordinator's key and present this worker's (`--curve-keys`). */
+  curve?: WorkerCurve;
 }
 
 export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
@@ -85,8 +88,24 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
     sendHighWaterMark: 0,
     receiveHighWaterMark: 0,
     receiveTimeout: o.receiveTimeoutMs ?? -1,
+    ...(o.curve ? { curveServerKey: o.curve.serverKey, curvePublicKey: o.curve.publicKey, curveSecretKey: o.curve.secretKey } : {}),
   });
   const close = () => socket.close();
+  // A refused or failed security handshake never surfaces as a message: libzmq just retries. Stop at once
+  // with the reason instead of waiting for a reply that cannot come.
+  let handshakeFailure: WorkerFailure | null = null;
+  const handshakeFailed = (why: string) => {
+    handshakeFailure ??= new WorkerFailure(`worker ${rank}: ${why}`, rank);
+    if (!socket.closed) socket.close();
+  };
+  socket.events.on('handshake:error:auth', ({ error }) =>
+    handshakeFailed(`the coordinator at ${o.connect} refused this worker's CURVE key (${error.message}): is worker-${rank}.public in the coordinator's --curve-keys folder?`),
+  );
+  socket.events.on('handshake:error:protocol', ({ error }) =>
+    handshakeFailed(
+      `the security handshake with ${o.connect} failed (${error.message}): ${o.curve ? 'is coordinator.public the key of this coordinator, and does it use --curve-keys?' : 'the coordinator uses --curve-keys; give this worker its key folder too'}`,
+    ),
+  );
   o.signal?.addEventListener('abort', close, { once: true });
   const syncSize = trainer.syncSize;
   const modelSize = trainer.modelSize;
@@ -106,12 +125,23 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   /** 16-bit elements read from shared memory land here before decoding, 64Ki at a time. */
   const sharedScratch = new Uint8Array(dtype === 'float32' ? 0 : Math.min(syncSize, 1 << 16) * 2);
 
+  /** socket.send, reporting a failed security handshake (which closes the socket) as itself. */
+  async function send(frames: Parameters<typeof socket.send>[0]): Promise<void> {
+    try {
+      await socket.send(frames);
+    } catch (e) {
+      if (handshakeFailure) throw handshakeFailure;
+      throw e;
+    }
+  }
+
   /** Next message of one of the expected types; an `error` from the coordinator ends the run. */
   async function receive<T extends MessageType>(...types: T[]): Promise<{ header: HeaderOf<T>; payload?: Buffer }> {
     let frames: Buffer[];
     try {
       frames = await socket.receive();
     } catch (e) {
+      if (handshakeFailure) throw handshakeFailure;
       if (o.signal?.aborted) throw o.signal.reason;
       const code = (e as { code?: string }).code;
       if (code === 'EAGAIN')
@@ -146,7 +176,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   try {
     socket.connect(o.connect);
     log.info({ event: 'worker.connecting', endpoint: o.connect, pid: process.pid }, `worker ${rank} connecting to ${o.connect}`);
-    await socket.send(
+    await send(
       encode({
         v: PROTOCOL_VERSION,
         type: 'hello',
@@ -189,7 +219,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
         const { offset, count } = syncChunks[chunk];
         const frame = tensorFrame(vector, offset, count, dtype, outgoingWire.subarray(offset * 2, (offset + count) * 2));
         shared?.write('weights', rank, frame, offset);
-        await socket.send(
+        await send(
           encode(
             {
               v: PROTOCOL_VERSION,
@@ -211,7 +241,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
       if (evaluate) {
         const online = trainer.evaluateShard(average.subarray(0, modelSize), plan.workers);
         const off = trainer.evaluateShard(offline, plan.workers);
-        await socket.send(encode({ v: PROTOCOL_VERSION, type: 'eval', rank, round, online, offline: off }));
+        await send(encode({ v: PROTOCOL_VERSION, type: 'eval', rank, round, online, offline: off }));
       }
       if (restart !== average) {
         restart.set(offline);

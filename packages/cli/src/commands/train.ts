@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { ConfigError, HwaError, configHash, resolveWorkers, trainingPart, type RunConfig, type TrainingConfig, type Transport } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
+import { coordinatorCurve } from '@hwa/protocol';
 import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
 import type { Logger } from 'pino';
 import { launchWorkers, stopWorkers, type LaunchedWorker } from '../launcher.js';
@@ -141,6 +142,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     initial: trainer.initialVector(),
     bind: o.bind,
     sharedMemory: config.transport === 'shm',
+    curve: config.curveKeys ? coordinatorCurve(config.curveKeys) : undefined,
     log,
     signal: controller.signal,
     onBound: (endpoint) => {

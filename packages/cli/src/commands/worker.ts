@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import { ConfigError, trainingPart, type RunConfig } from '@hwa/core';
 import { LocalTrainer } from '@hwa/engine';
+import { workerCurve } from '@hwa/protocol';
 import { runWorker } from '@hwa/worker';
 import { createLogger } from '../logging.js';
 import { prepare } from '../setup.js';
@@ -21,6 +22,8 @@ export async function work(config: RunConfig & { connect: string; rank: number; 
   // Started by the launcher: its IPC channel closing means the launcher is gone, so this worker is orphaned.
   process.once('disconnect', stop('the launcher went away'));
   log.info({ event: 'worker.started', pid: process.pid, cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null });
+  // Bad or missing keys fail here, before the data is loaded.
+  const curve = config.curveKeys ? workerCurve(config.curveKeys, config.rank) : undefined;
   const prepared = await prepare(config, log);
   if (config.rank >= prepared.plan.workers)
     throw new ConfigError(`--rank ${config.rank} is out of range for ${prepared.plan.workers} workers (ranks 0..${prepared.plan.workers - 1})`);
@@ -34,6 +37,7 @@ export async function work(config: RunConfig & { connect: string; rank: number; 
     log,
     signal: controller.signal,
     receiveTimeoutMs: config.receiveTimeout > 0 ? config.receiveTimeout * 1000 : undefined,
+    curve,
   });
   process.disconnect?.();
 }
