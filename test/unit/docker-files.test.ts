@@ -12,7 +12,7 @@ import { DOCKER, ROOT, composeValidator, flagValue, readCompose, workerServices 
 const validate = composeValidator();
 
 describe('compose files', () => {
-  it.each(['compose.yaml', 'compose.gpu.yaml'])('%s is a valid Compose Specification document', (name) => {
+  it.each(['compose.yaml', 'compose.gpu.yaml', 'compose.curve.yaml'])('%s is a valid Compose Specification document', (name) => {
     expect(validate(readCompose(name))).toEqual([]);
   });
 
@@ -53,6 +53,15 @@ describe('compose files', () => {
     const outDirs = Object.values(file.services).map((s) => flagValue(s.command ?? [], '--out-dir'));
     expect(new Set(outDirs).size).toBe(Object.keys(file.services).length);
     for (const s of Object.values(file.services)) expect(s.volumes).toContain('runs:/runs');
+  });
+
+  it('the CURVE override gives every service the key folder', () => {
+    const curve = readCompose('compose.curve.yaml');
+    expect(Object.keys(curve.services).sort()).toEqual(Object.keys(readCompose('compose.yaml').services).sort());
+    for (const [name, s] of Object.entries(curve.services)) {
+      expect(s.environment?.HWA_CURVE_KEYS, name).toBe('/keys');
+      expect(s.volumes, name).toContain('../keys:/keys:ro');
+    }
   });
 
   it('the GPU override gives each worker its own GPU', () => {
