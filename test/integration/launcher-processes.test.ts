@@ -117,4 +117,22 @@ describe('standalone roles over tcp (the multi-node topology as plain processes)
     expect(output).toMatch(/coordinator refused worker 0: training config differs: .*syncPeriod: 2 ≠ 4/);
     await coordinator.waitFor(/refused worker 0/);
   });
+
+  it('a standalone worker that dies is named after --progress-timeout, and the run stops with a checkpoint', async () => {
+    const port = await freePort();
+    const out = join(root, 'stalled');
+    const coordinator = runHwa(['coordinator', ...longJob, '--workers', '2', '--bind', `tcp://127.0.0.1:${port}`, '--out-dir', out, '--progress-timeout', '2', '--log-level', 'debug']);
+    await coordinator.waitFor(/listening on/);
+    const workers = [0, 1].map((rank) => runHwa(['worker', ...longJob, '--workers', '2', '--rank', String(rank), '--connect', `tcp://127.0.0.1:${port}`]));
+    await coordinator.waitFor(/round\.averaged/);
+    workers[1].child.kill('SIGKILL');
+    const { code, output } = await coordinator.done;
+    expect(code).toBe(1);
+    expect(output).toMatch(/hwa: no progress for 2 s: still waiting for the weights of round \d+ from rank 1; that worker may have died or hung/);
+    expect(readCheckpoint(out).round).toBeGreaterThan(0);
+    // The surviving worker on its "other host" is told, and exits with the reason instead of waiting forever.
+    const survivor = await workers[0].done;
+    expect(survivor.code).toBe(1);
+    expect(survivor.output).toMatch(/worker 0: the coordinator ended the run \(the run stopped: no progress for 2 s/);
+  });
 });

@@ -87,6 +87,12 @@ export interface CoordinatorOptions {
   /** How long to wait for all K workers to check in (ms). */
   joinTimeoutMs?: number;
   /**
+   * Once the run has started: how long to wait without any weights or evaluation from a worker the run is
+   * waiting for before stopping it, naming those ranks (ms; 0 or absent = forever). A worker on another host
+   * that dies or hangs is otherwise only noticed by a human.
+   */
+  progressTimeoutMs?: number;
+  /**
    * Move tensors through shared-memory files instead of payload frames (`--transport shm`). Every worker
    * must run on this machine; one that cannot open the files is refused with the reason.
    */
@@ -231,15 +237,34 @@ export class Coordinator {
         );
       }, joinTimeoutMs);
       void this.pump();
-      return await done;
+      try {
+        return await done;
+      } catch (error) {
+        await this.tellWorkers(error);
+        throw error;
+      }
     } finally {
       if (this.joinTimer) clearTimeout(this.joinTimer);
+      if (this.progressTimer) clearTimeout(this.progressTimer);
       this.o.signal?.removeEventListener('abort', abort);
       this.finished = true;
       this.socket.close();
       this.shared?.close();
       this.zap?.close();
     }
+  }
+
+  /**
+   * A failed run tells every joined worker why, so workers on other hosts exit with the reason instead of
+   * waiting for a round that will not come. Best effort: bounded to a second, then the socket closes anyway.
+   */
+  private async tellWorkers(error: unknown): Promise<void> {
+    if (this.peers.size === 0 || this.socket.closed) return;
+    const reason = `the run stopped: ${error instanceof Error ? error.message : String(error)}`;
+    const frames = encode({ v: PROTOCOL_VERSION, type: 'error', reason });
+    this.socket.linger = 1000; // let libzmq flush these after close()
+    const sends = Promise.all([...this.peers.values()].map((identity) => this.socket.send([identity, ...frames]).catch(() => {})));
+    await Promise.race([sends, new Promise((r) => setTimeout(r, 1000).unref())]);
   }
 
   /** Admits only the listed worker keys; refused handshakes are logged with the key, as they never reach pump(). */
@@ -259,6 +284,35 @@ export class Coordinator {
   }
 
   private joinTimer: NodeJS.Timeout | null = null;
+  /** Armed while the run waits for workers; re-armed by every accepted weights or evaluation message. */
+  private progressTimer: NodeJS.Timeout | null = null;
+
+  private noteProgress(): void {
+    const ms = this.o.progressTimeoutMs ?? 0;
+    if (ms <= 0 || this.finished) return;
+    if (this.progressTimer) clearTimeout(this.progressTimer);
+    this.progressTimer = setTimeout(() => this.stalled(ms), ms);
+    this.progressTimer.unref?.();
+  }
+
+  /** The progress timeout fired: stop, naming the ranks whose weights or evaluation are missing. */
+  private stalled(ms: number): void {
+    const k = this.o.plan.workers;
+    const s = this.state;
+    const missingWeights = s ? Array.from({ length: k }, (_, r) => r).filter((r) => s.received[r] < this.chunks.length) : [];
+    const evalWaits = [...this.evalTallies].map(([round, t]) => ({ round, missing: Array.from({ length: k }, (_, r) => r).filter((r) => !t.ranks.has(r)) }));
+    const parts = [
+      ...(s && missingWeights.length ? [`the weights of round ${s.round} from rank${missingWeights.length > 1 ? 's' : ''} ${missingWeights.join(', ')}`] : []),
+      ...evalWaits.filter((e) => e.missing.length).map((e) => `the evaluation of round ${e.round} from rank${e.missing.length > 1 ? 's' : ''} ${e.missing.join(', ')}`),
+    ];
+    const first = missingWeights[0] ?? evalWaits.find((e) => e.missing.length)?.missing[0] ?? -1;
+    this.fail(
+      new WorkerFailure(
+        `no progress for ${ms / 1000} s: still waiting for ${parts.join(' and ') || 'the workers'}; that worker may have died or hung (raise --progress-timeout if its rounds are this slow)`,
+        first,
+      ),
+    );
+  }
 
   /** The latest θ̄ and θ_HWA (for a checkpoint when a run is stopped). */
   snapshot(): CoordinatorResult {
@@ -358,6 +412,7 @@ export class Coordinator {
 
   private start(): void {
     if (this.joinTimer) clearTimeout(this.joinTimer);
+    this.noteProgress();
     this.log.info(
       { event: 'run.started', workers: this.o.plan.workers, rounds: this.o.plan.rounds, coordinatorHost: hostname() },
       `all ${this.o.plan.workers} workers in: ${this.o.plan.rounds} rounds of H=${this.o.plan.syncPeriod} steps`,
@@ -416,6 +471,7 @@ export class Coordinator {
         `weights from rank ${h.rank} ${h.tensor.shared ? 'in shared memory, but this run sends tensors in frames' : 'in a frame, but this run moves tensors through shared memory'}`,
       );
     const view = h.tensor.shared ? IN_SHARED_MEMORY : this.payloadView(h.rank, h.tensor, payload);
+    this.noteProgress();
     const now = performance.now();
     if (s.firstArrival === 0) s.firstArrival = now;
     s.bytes += h.tensor.count * bytesPerElement(h.tensor.dtype);
@@ -613,6 +669,7 @@ export class Coordinator {
     if (!tally) throw new ProtocolError(`evaluation of round ${h.round} from rank ${h.rank}, which was not an evaluation round`);
     if (tally.ranks.has(h.rank)) throw new ProtocolError(`duplicate evaluation of round ${h.round} from rank ${h.rank}`);
     tally.ranks.add(h.rank);
+    this.noteProgress();
     tally.online = addTally(tally.online, h.online);
     tally.offline = addTally(tally.offline, h.offline);
     if (tally.ranks.size < this.o.plan.workers) return;

@@ -65,6 +65,11 @@ export const runtimeShape = {
     .default('ipc')
     .describe('how processes talk: ZeroMQ over ipc or tcp; shm = ipc messages with tensors in shared memory (/dev/shm; every worker on the coordinator\'s machine)'),
   gpus: z.array(z.number().int().min(0)).default([]).describe('one worker per listed GPU id (sets CUDA_VISIBLE_DEVICES per worker)'),
+  progressTimeout: z
+    .number()
+    .min(0)
+    .default(1800)
+    .describe('seconds the coordinator waits without weights or evaluations from a worker it needs before stopping the run with a checkpoint, naming the rank (0 = forever)'),
   curveKeys: z
     .string()
     .default('')

@@ -120,6 +120,8 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   const average = new Float32Array(syncSize);
   const offline = new Float32Array(modelSize);
   const restart = config.restart === 'offline' ? new Float32Array(syncSize) : average;
+  /** After the welcome, an `error` from the coordinator ends a run rather than refusing this worker. */
+  let welcomed = false;
   /** The shared-memory files, when the coordinator's welcome named them. */
   let shared: SharedTensorFiles | null = null;
   /** 16-bit elements read from shared memory land here before decoding, 64Ki at a time. */
@@ -149,7 +151,10 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
       throw e;
     }
     const { header, payload } = decode(frames);
-    if (header.type === 'error') throw new ProtocolError(`coordinator refused worker ${rank}: ${header.reason}`);
+    if (header.type === 'error')
+      throw welcomed
+        ? new WorkerFailure(`worker ${rank}: the coordinator ended the run (${header.reason})`, rank)
+        : new ProtocolError(`coordinator refused worker ${rank}: ${header.reason}`);
     if (!types.includes(header.type as T))
       throw new ProtocolError(`worker ${rank} expected ${types.join(' or ')}, got '${header.type}'`);
     return { header: header as HeaderOf<T>, payload };
@@ -204,6 +209,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
       modelChunks = roundChunkPlan(modelSize, config.chunkFloats, true);
       log.info({ event: 'shared.opened', dir: welcome.shared }, `tensors go through shared memory in ${welcome.shared}`);
     }
+    welcomed = true;
     trainer.load(average);
     log.info({ event: 'worker.welcomed', nextRound: welcome.nextRound, workers: welcome.workers });
 

@@ -142,6 +142,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     initial: trainer.initialVector(),
     bind: o.bind,
     sharedMemory: config.transport === 'shm',
+    progressTimeoutMs: config.progressTimeout * 1000,
     curve: config.curveKeys ? coordinatorCurve(config.curveKeys) : undefined,
     log,
     signal: controller.signal,
