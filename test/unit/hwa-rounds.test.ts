@@ -99,17 +99,19 @@ describe('hierarchical averager', () => {
     expect(Array.from(avg.restart)).toEqual([3, 3, 6, 6]);
   });
 
-  it('θ_HWA is formed when read, from the rounds finished so far, even after θ̄ was overwritten', () => {
+  it('θ_HWA is formed when read, from the rounds finished so far, while the next round is being written', () => {
     const c = config({ workers: 2, window: 2, batchSize: 1, syncPeriod: 1 });
     const avg = new HierarchicalAverager(makePlan(c, 10), c, 2, 2, new Float32Array(2));
     avg.completeRound([Float32Array.of(1, 2), Float32Array.of(3, 4)]); // θ̄ = (2, 3)
     avg.completeRound([Float32Array.of(5, 6), Float32Array.of(7, 8)]); // θ̄ = (6, 7)
-    // The pipelined coordinator writes round 3's chunks into θ̄ before anyone reads θ_HWA of round 2.
-    avg.online.set([100, 100]);
+    // The pipelined coordinator writes round 3's chunks (into `incoming`) before anyone reads θ_HWA of round 2.
+    avg.incoming.set([100, 100]);
+    expect(Array.from(avg.online)).toEqual([6, 7]); // θ̄ stays round 2's until round 3 is finished
     const first = avg.offline;
     expect(Array.from(first)).toEqual([4, 5]);
     expect(avg.offline).toBe(first); // the same array, not recomputed into a new one
     avg.finishRound(); // round 3 pushes (100, 100): the window is now rounds 2 and 3
+    expect(Array.from(avg.online)).toEqual([100, 100]);
     expect(Array.from(avg.offline)).toEqual([53, 53.5]);
   });
 

@@ -316,7 +316,8 @@ export class Coordinator {
 
   /** The latest θ̄ and θ_HWA (for a checkpoint when a run is stopped). */
   snapshot(): CoordinatorResult {
-    // A completed round whose offline update was still deferred: apply it, so θ_HWA matches `rounds`.
+    // θ̄ is always a completed round's: a round in progress is built in the other buffer (HierarchicalAverager).
+    // A completed round whose finish was still deferred: apply it, so θ̄ and θ_HWA match `rounds`.
     if (this.finishing) {
       this.finishing = null;
       this.averager.finishRound();
@@ -503,13 +504,15 @@ export class Coordinator {
   }
 
   private averageChunk(s: RoundState, index: number): void {
-    // Round r's deferred offline update reads θ̄: it must run before round r+1 writes into it.
+    // Round r's deferred finish (which makes its θ̄ `online` and the other buffer `incoming`) must run before
+    // round r+1 writes its first chunk.
     this.flushFinish();
     const t0 = performance.now();
     const { offset, count } = this.chunks[index];
-    // The views cover only this chunk; mean them into online[offset, offset+count).
-    const target = this.averager.online.subarray(offset, offset + count);
-    if (this.shared) this.averageShared(offset, count);
+    // This round's θ̄ is built in the averager's `incoming` buffer; the views cover only this chunk.
+    const vector = this.averager.incoming;
+    const target = vector.subarray(offset, offset + count);
+    if (this.shared) this.averageShared(vector, offset, count);
     else if (this.codeTable) meanCodesRangeInto(target, s.pending[index] as Uint16Array[], this.codeTable, 0, count);
     else this.stager.meanRangeInto(target, s.pending[index] as Float32Array[], 0, count);
     s.pending[index].fill(null);
@@ -519,7 +522,7 @@ export class Coordinator {
     const evaluate = evaluatesAfterRound(this.o.plan, s.round);
     if (this.o.config.restart === 'online') {
       // The averaged chunk is final: send it now, while later chunks are still arriving.
-      this.sendAverageChunk(s, index, evaluate);
+      this.sendAverageChunk(s, index, evaluate, vector);
       if (!complete) return;
       // Start accepting round r+1 at once (a fast worker may send it before the slow path below has run), and
       // update the offline average only once the broadcast is in libzmq's hands: sends resolve synchronously
@@ -534,20 +537,19 @@ export class Coordinator {
     const t1 = performance.now();
     this.averager.finishRound();
     s.offlineMs += performance.now() - t1;
-    for (let c = 0; c < this.chunks.length; c++) this.sendAverageChunk(s, c, evaluate);
+    for (let c = 0; c < this.chunks.length; c++) this.sendAverageChunk(s, c, evaluate, vector);
     this.endRound(s);
     this.completeRound(s, evaluate);
   }
 
   /**
-   * online[offset, offset + count) = the mean of the K ranks' shared weights files over that range, and the
+   * vector[offset, offset + count) = the mean of the K ranks' shared weights files over that range, and the
    * same range of the `average` file. Block by block: each rank's block is read straight into the kernel's
    * staging slots (the read is the transfer), averaged, and written out while it is still in cache.
    */
-  private averageShared(offset: number, count: number): void {
+  private averageShared(online: Float32Array, offset: number, count: number): void {
     const shared = this.shared as SharedTensorFiles;
     const block = this.stager.blockFloats;
-    const online = this.averager.online;
     const dtype = this.o.config.wireDtype;
     for (let start = offset; start < offset + count; start += block) {
       const n = Math.min(block, offset + count - start);
@@ -569,12 +571,13 @@ export class Coordinator {
     this.completeRound(pending.s, pending.evaluate);
   }
 
-  private sendAverageChunk(s: RoundState, index: number, evaluate: boolean): void {
+  /** Queues chunk `index` of this round's θ̄ (`vector`) to every worker. */
+  private sendAverageChunk(s: RoundState, index: number, evaluate: boolean, vector: Float32Array): void {
     const { offset, count } = this.chunks[index];
     const t0 = performance.now();
     const dtype = this.o.config.wireDtype;
     // With shared memory, averageShared has already written the chunk to the `average` file.
-    const frame = this.shared ? undefined : tensorFrame(this.averager.online, offset, count, dtype, this.encodeScratch.subarray(offset * 2, (offset + count) * 2));
+    const frame = this.shared ? undefined : tensorFrame(vector, offset, count, dtype, this.encodeScratch.subarray(offset * 2, (offset + count) * 2));
     s.encodeMs += performance.now() - t0;
     const header = encode(
       {

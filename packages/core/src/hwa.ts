@@ -13,14 +13,21 @@ import type { OfflineAverager } from './offline.js';
 import { feedsOffline, makeOfflineAverager, type RunPlan } from './plan.js';
 
 export class HierarchicalAverager {
-  /** θ̄ of the last round (model and, if synced, momentum). */
-  readonly online: Float32Array;
-  /** θ_HWA's storage (see {@link offline}). */
-  private readonly offlineBuffer: Float32Array;
+  /**
+   * Two θ̄ buffers: `online` (the last completed round's) and `incoming` (where the next round's average is
+   * written, chunk by chunk in the coordinator). finishRound swaps them, so θ̄ of a completed round is never
+   * half overwritten by the next one: a checkpoint taken mid-round holds one round's θ̄, and a broadcast
+   * still in flight (zeromq sends views of it) is not touched until the round after next.
+   */
+  private readonly buffers: [Float32Array, Float32Array];
+  /** Index of `online` in `buffers`. */
+  private current = 0;
+  /** θ_HWA's storage when an offline averager exists (see {@link offline}). */
+  private readonly offlineBuffer: Float32Array | null;
   /** The offline averager was fed since offlineBuffer was last formed. */
   private offlineStale = false;
-  /** What workers load at the start of the next round. */
-  readonly restart: Float32Array;
+  /** --restart offline: θ_HWA's model part and θ̄'s extra buffers, rebuilt each round. */
+  private readonly restartBuffer: Float32Array | null;
   /** Rounds completed so far. */
   round = 0;
   private readonly averager: OfflineAverager | null;
@@ -37,11 +44,25 @@ export class HierarchicalAverager {
     if (syncSize < modelSize) throw new ConfigError(`sync size ${syncSize} is smaller than the model size ${modelSize}`);
     if (initial.length !== syncSize)
       throw new ConfigError(`initial vector has ${initial.length} floats, expected ${syncSize}`);
-    this.online = Float32Array.from(initial);
+    this.buffers = [Float32Array.from(initial), Float32Array.from(initial)];
     this.averager = makeOfflineAverager(plan, config, modelSize);
-    // With no offline average (sgd, localsgd) θ_HWA is θ̄: a view, not a copy made every round.
-    this.offlineBuffer = this.averager ? Float32Array.from(initial.subarray(0, modelSize)) : this.online.subarray(0, modelSize);
-    this.restart = config.restart === 'offline' ? Float32Array.from(initial) : this.online;
+    this.offlineBuffer = this.averager ? Float32Array.from(initial.subarray(0, modelSize)) : null;
+    this.restartBuffer = config.restart === 'offline' ? Float32Array.from(initial) : null;
+  }
+
+  /** θ̄ of the last completed round (model and, if synced, momentum); θ0 before the first. */
+  get online(): Float32Array {
+    return this.buffers[this.current];
+  }
+
+  /** Where the next round's average goes before finishRound (the pipelined coordinator writes it chunk by chunk). */
+  get incoming(): Float32Array {
+    return this.buffers[1 - this.current];
+  }
+
+  /** What workers load at the start of the next round: θ̄, or with --restart offline θ_HWA (+ θ̄'s extra buffers). */
+  get restart(): Float32Array {
+    return this.restartBuffer ?? this.online;
   }
 
   /**
@@ -49,7 +70,9 @@ export class HierarchicalAverager {
    * (the window's mean is O(I·N), and most rounds never read it); the array is the same every time.
    */
   get offline(): Float32Array {
-    if (this.offlineStale && this.averager) {
+    // With no offline average (sgd, localsgd) θ_HWA is θ̄'s model part: a view, not a copy made every round.
+    if (!this.averager || !this.offlineBuffer) return this.online.subarray(0, this.modelSize);
+    if (this.offlineStale) {
       this.averager.averageInto(this.offlineBuffer);
       this.offlineStale = false;
     }
@@ -60,26 +83,27 @@ export class HierarchicalAverager {
   completeRound(vectors: readonly Float32Array[]): void {
     if (vectors.length !== this.plan.workers)
       throw new ConfigError(`round needs ${this.plan.workers} vectors, got ${vectors.length}`);
-    meanInto(this.online, vectors);
+    meanInto(this.incoming, vectors);
     this.finishRound();
   }
 
   /**
-   * Finishes a round whose online average the caller already wrote into `online` (the chunked, pipelined
-   * coordinator averages chunk by chunk as they arrive).
+   * Finishes a round whose online average the caller already wrote into `incoming` (the chunked, pipelined
+   * coordinator averages chunk by chunk as they arrive): it becomes `online`.
    */
   finishRound(): void {
     this.round++;
+    this.current = 1 - this.current;
     const model = this.online.subarray(0, this.modelSize);
-    if (this.averager && feedsOffline(this.plan, this.config, this.round)) {
-      this.averager.push(model); // copies θ̄'s model part: the next round may overwrite θ̄ before θ_HWA is read
+    if (this.averager && this.offlineBuffer && feedsOffline(this.plan, this.config, this.round)) {
+      this.averager.push(model); // copies θ̄'s model part
       this.offlineStale = true;
-    } else if (this.averager && this.averager.count === 0) {
+    } else if (this.offlineBuffer && this.averager?.count === 0) {
       this.offlineBuffer.set(model); // before the offline start (SWA), θ_HWA follows θ̄
     }
-    if (this.restart !== this.online) {
-      this.restart.set(this.offline);
-      this.restart.set(this.online.subarray(this.modelSize), this.modelSize);
+    if (this.restartBuffer) {
+      this.restartBuffer.set(this.offline);
+      this.restartBuffer.set(this.online.subarray(this.modelSize), this.modelSize);
     }
   }
 }
