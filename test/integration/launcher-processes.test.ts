@@ -81,6 +81,8 @@ describe('launcher', () => {
     const out = join(root, 'gpus');
     const { code, output } = await runHwa(['train', ...shortJob, '--gpus', '3,5', '--out-dir', out]).done;
     expect(code, output).toBe(0);
+    // The default transport: launcher-started workers share this machine, so tensors go through /dev/shm.
+    expect(output).toMatch(/transport auto: shm \(the run's tensors need [\d.]+ MiB of shared memory\)/);
     const joined = readJsonLines(join(out, 'coordinator.log')).filter((l) => l.event === 'worker.joined');
     const seen = Object.fromEntries(joined.map((l) => [l.rank, l.cudaVisibleDevices]));
     expect(seen).toEqual({ 0: '3', 1: '5' });

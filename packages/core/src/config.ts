@@ -61,9 +61,11 @@ export const runtimeShape = {
   backend: z.enum(BACKENDS).default('auto').describe('tfjs backend; auto tries tensorflow-gpu, tensorflow, wasm, cpu'),
   inProcess: z.boolean().default(false).describe('simulate the K workers in one process (the reference trainer)'),
   transport: z
-    .enum(TRANSPORTS)
-    .default('ipc')
-    .describe('how processes talk: ZeroMQ over ipc or tcp; shm = ipc messages with tensors in shared memory (/dev/shm; every worker on the coordinator\'s machine)'),
+    .enum(['auto', ...TRANSPORTS])
+    .default('auto')
+    .describe(
+      'how processes talk: ZeroMQ over ipc or tcp; shm = ipc messages with tensors in shared memory (/dev/shm; every worker on the coordinator\'s machine); auto = shm for `hwa train` when /dev/shm has room, else ipc (`hwa coordinator`: frames)',
+    ),
   gpus: z.array(z.number().int().min(0)).default([]).describe('one worker per listed GPU id (sets CUDA_VISIBLE_DEVICES per worker)'),
   progressTimeout: z
     .number()

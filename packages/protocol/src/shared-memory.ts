@@ -105,7 +105,23 @@ export function sharedBytes(layout: SharedLayout): number {
   return ((layout.workers + 1) * layout.syncSize + layout.modelSize) * bytesPerElement(layout.dtype);
 }
 
-const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+/** MiB with one decimal, for messages. */
+export const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
+
+/**
+ * Bytes a run's shared files need, and bytes free under `root` (Infinity where statfs is unsupported): the
+ * check `create` makes, also for choosing a transport before making anything.
+ */
+export function sharedRoom(layout: SharedLayout, root: string = defaultSharedRoot()): { need: number; free: number } {
+  let free = Infinity;
+  try {
+    const fs = statfsSync(root);
+    free = fs.bavail * fs.bsize;
+  } catch {
+    // statfs unsupported here: the writes will tell
+  }
+  return { need: sharedBytes(layout), free };
+}
 
 function fileName(region: SharedRegion, rank: number): string {
   return region === 'weights' ? `weights-${rank}` : region;
@@ -137,14 +153,7 @@ export class SharedTensorFiles {
   static create(layout: SharedLayout, root: string = defaultSharedRoot()): SharedTensorFiles {
     removeStaleSharedDirs(root);
     // tmpfs allocates on first write, so a full /dev/shm would only fail mid-run (SIGBUS-free, but late): check now.
-    const need = sharedBytes(layout);
-    let free = Infinity;
-    try {
-      const fs = statfsSync(root);
-      free = fs.bavail * fs.bsize;
-    } catch {
-      // statfs unsupported here: the writes will tell
-    }
+    const { need, free } = sharedRoom(layout, root);
     if (free < need)
       throw new ProtocolError(
         `not enough room for shared memory in ${root}: the run needs ${mib(need)} MiB, ${mib(free)} MiB are free (in docker, raise --shm-size; or use --transport ipc)`,

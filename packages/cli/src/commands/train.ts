@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { ConfigError, HwaError, configHash, resolveWorkers, trainingPart, type RunConfig, type TrainingConfig, type Transport } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
-import { coordinatorCurve } from '@hwa/protocol';
+import { coordinatorCurve, mib, sharedRoom } from '@hwa/protocol';
 import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
 import type { Logger } from 'pino';
 import { launchWorkers, stopWorkers, type LaunchedWorker } from '../launcher.js';
@@ -102,8 +102,8 @@ export async function train(input: RunConfig): Promise<void> {
   log.info({ event: 'run.exported', dir: join(dir, 'model') }, `offline (HWA) model exported to ${join(dir, 'model')}`);
 }
 
-/** Where a launcher's coordinator binds: shm runs its messages over ipc. */
-function localEndpoint(transport: Transport): string {
+/** Where a launcher's coordinator binds: shm (and auto) run their messages over ipc. */
+function localEndpoint(transport: Transport | 'auto'): string {
   return transport !== 'tcp'
     ? `ipc://${join(tmpdir(), `hwa-${process.pid}-${randomBytes(4).toString('hex')}.sock`)}`
     : 'tcp://127.0.0.1:*';
@@ -127,6 +127,26 @@ interface CoordinatorRun {
   spawnWorkers: boolean;
 }
 
+/**
+ * Whether tensors go through /dev/shm: `--transport shm`, or `auto` when the launcher starts the workers
+ * (so all are on this machine) and the files fit — measured 70–95 ms rounds against 300–470 ms over ipc frames
+ * at 25M floats (README, Benchmarks). A standalone coordinator's workers may be anywhere: frames.
+ */
+function useSharedMemory(config: RunConfig, localWorkers: boolean, trainer: LocalTrainer, log: Logger): boolean {
+  if (config.transport !== 'auto') return config.transport === 'shm';
+  if (!localWorkers) return false;
+  const layout = { workers: trainer.plan.workers, syncSize: trainer.syncSize, modelSize: trainer.layout.modelSize, dtype: config.wireDtype };
+  const { need, free } = sharedRoom(layout);
+  const fits = free >= need * 2; // leave room for other users of /dev/shm
+  log.info(
+    { event: 'transport.chosen', transport: fits ? 'shm' : 'ipc', needBytes: need, freeBytes: free },
+    fits
+      ? `transport auto: shm (the run's tensors need ${mib(need)} MiB of shared memory)`
+      : `transport auto: ipc (shared memory has ${mib(free)} MiB free, the run's tensors need ${mib(need)} MiB)`,
+  );
+  return fits;
+}
+
 /** Runs the coordinator (and, for `hwa train`, its workers) to the end or to the first failure. */
 async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array; offline: Float32Array }> {
   const { config, dir, log, trainer, reporter, controller } = o;
@@ -141,7 +161,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     syncSize: trainer.syncSize,
     initial: trainer.initialVector(),
     bind: o.bind,
-    sharedMemory: config.transport === 'shm',
+    sharedMemory: useSharedMemory(config, o.spawnWorkers, trainer, log),
     progressTimeoutMs: config.progressTimeout * 1000,
     curve: config.curveKeys ? coordinatorCurve(config.curveKeys) : undefined,
     log,
