@@ -14,6 +14,8 @@ const tensor = { dtype: 'float32', length: 8, offset: 0, count: 8, chunk: 0, chu
 const valid: Header[] = [
   { v, type: 'hello', rank: 0, pid: 1, host: 'h', configHash: 'c', backend: 'cpu', cudaVisibleDevices: null, syncSize: 8, modelSize: 8 },
   { v, type: 'welcome', rank: 0, workers: 2, nextRound: 1, tensor },
+  { v, type: 'welcome', rank: 0, workers: 2, nextRound: 1, shared: '/dev/shm/hwa-1-abcdef', tensor },
+  { v, type: 'weights', rank: 0, round: 2, step: 2, stats: { loss: 1, computeMs: 1, samples: 1 }, tensor: { ...tensor, shared: true } },
   { v, type: 'weights', rank: 1, round: 1, step: 1, stats: { loss: 1, computeMs: 1, samples: 1, sendWaitMs: 0 }, tensor },
   { v, type: 'average', round: 1, evaluate: false, tensor: { ...tensor, dtype: 'float16', count: 4, chunks: 2 } },
   { v, type: 'offline', round: 1, tensor },
@@ -23,7 +25,7 @@ const valid: Header[] = [
   { v, type: 'error', rank: 1, reason: 'x' },
 ];
 const payloadOf = (h: Header) =>
-  'tensor' in h ? Buffer.from(tensorFrame(vector, h.tensor.offset, h.tensor.count, h.tensor.dtype)) : undefined;
+  'tensor' in h && !h.tensor.shared ? Buffer.from(tensorFrame(vector, h.tensor.offset, h.tensor.count, h.tensor.dtype)) : undefined;
 
 /** Runs decode and classifies the outcome; any exception other than ProtocolError fails the test. */
 function attempt(frames: unknown[], options: DecodeOptions = { workers: 2 }): 'ok' | 'rejected' {
