@@ -274,7 +274,7 @@ function valueName(spec: OptionSpec): string {
     case 'number-list':
       return 'list';
     default:
-      return spec.key === 'dataDir' || spec.key === 'outDir' ? 'dir' : 'text';
+      return ['dataDir', 'outDir', 'curveKeys'].includes(spec.key) ? 'dir' : 'text';
   }
 }
 
