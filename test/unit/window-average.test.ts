@@ -129,3 +129,43 @@ describe('cumulative and exponential averages', () => {
     expect(() => new ExponentialAverage(1, 1)).toThrow(/EMA decay must lie in \[0, 1\), got 1/);
   });
 });
+
+describe('offline state export and import (checkpoints)', () => {
+  const make = {
+    window: () => new SlidingWindowAverage(5, 3),
+    cumulative: () => new CumulativeAverage(5),
+    ema: () => new ExponentialAverage(5, 0.7),
+  };
+  it.each(Object.keys(make) as (keyof typeof make)[])('%s: a restored averager continues exactly like the original', (kind) => {
+    const random = mulberry32(17);
+    const original = make[kind]();
+    for (let p = 0; p < 4; p++) original.push(randomVector(5, random));
+    const state = original.exportState();
+    const restored = make[kind]();
+    restored.importState(state);
+    expect(restored.count).toBe(original.count);
+    for (let p = 0; p < 5; p++) {
+      const v = randomVector(5, random);
+      original.push(v);
+      restored.push(v);
+      expect(Array.from(restored.averageInto(new Float32Array(5)))).toEqual(Array.from(original.averageInto(new Float32Array(5))));
+    }
+    // The exported state shares no memory with either averager: importing it again starts from the same point.
+    const again = make[kind]();
+    again.importState(state);
+    const fresh = make[kind]();
+    fresh.importState(original.exportState());
+    expect(again.count).toBe(state.count);
+    expect(Array.from(again.averageInto(new Float32Array(5)))).not.toEqual(Array.from(fresh.averageInto(new Float32Array(5))));
+  });
+
+  it('refuses a state of another kind or size, naming both', () => {
+    expect(() => new SlidingWindowAverage(5, 3).importState(new CumulativeAverage(5).exportState())).toThrow(/offline state is a cumulative average, this run keeps a window average/);
+    const small = new SlidingWindowAverage(4, 3);
+    small.push(new Float32Array(4));
+    expect(() => new SlidingWindowAverage(5, 3).importState(small.exportState())).toThrow(/vectors of 4 floats, this run's have 5/);
+    const long = new SlidingWindowAverage(5, 4);
+    for (let p = 0; p < 4; p++) long.push(new Float32Array(5));
+    expect(() => new SlidingWindowAverage(5, 3).importState(long.exportState())).toThrow(/holds 4 vectors, the window is 3 long/);
+  });
+});

@@ -22,9 +22,11 @@ export class RunReporter {
     private readonly plan: RunPlan,
     private readonly log: Logger,
     showProgress: boolean,
+    /** A resumed run: keep metrics.jsonl's earlier rounds and start the bar at this round. */
+    resumedRound = 0,
   ) {
     this.metricsFile = join(dir, 'metrics.jsonl');
-    writeFileSync(this.metricsFile, '');
+    if (resumedRound === 0) writeFileSync(this.metricsFile, '');
     if (showProgress) {
       this.bars = new MultiBar({
         format: 'epoch {epoch} |{bar}| round {value}/{total} | loss {loss} | online {online} | offline {offline} | {rate} samples/s',
@@ -32,7 +34,7 @@ export class RunReporter {
         hideCursor: true,
         clearOnComplete: false,
       });
-      this.bar = this.bars.create(plan.rounds, 0, { epoch: '0.00', loss: '-', online: '-', offline: '-', rate: '-' });
+      this.bar = this.bars.create(plan.rounds, resumedRound, { epoch: '0.00', loss: '-', online: '-', offline: '-', rate: '-' });
       const bars = this.bars;
       setConsoleWriter((line) => bars.log(line.endsWith('\n') ? line : `${line}\n`));
     }

@@ -24,6 +24,7 @@
  */
 import { hostname } from 'node:os';
 import {
+  ConfigError,
   HierarchicalAverager,
   ProtocolError,
   WorkerFailure,
@@ -36,6 +37,7 @@ import {
   tallyToMetrics,
   type EvalRecord,
   type EvalTally,
+  type AveragerState,
   type RoundRecord,
   type RunPlan,
   type TrainingConfig,
@@ -101,6 +103,8 @@ export interface CoordinatorOptions {
   sharedRoot?: string;
   /** CURVE: encrypt all traffic and admit only workers with these public keys (`--curve-keys`). */
   curve?: CoordinatorCurve;
+  /** Continue from a checkpoint (`--resume`): workers are welcomed into round `resume.round + 1`. */
+  resume?: AveragerState;
 }
 
 export interface CoordinatorResult {
@@ -110,6 +114,8 @@ export interface CoordinatorResult {
   offline: Float32Array;
   /** Rounds completed. */
   rounds: number;
+  /** Everything a checkpoint needs to resume from (copies). */
+  state: AveragerState;
 }
 
 interface RoundState {
@@ -190,6 +196,11 @@ export class Coordinator {
       : {};
     this.socket = new Router({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, ...curve });
     this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial);
+    if (o.resume) {
+      this.averager.restoreState(o.resume);
+      if (o.resume.round >= o.plan.rounds)
+        throw new ConfigError(`the checkpoint is at round ${o.resume.round} of ${o.plan.rounds}: this run is already complete`);
+    }
     this.welcomeChunks = chunkPlan(o.syncSize, o.config.chunkFloats);
     this.chunks = roundChunkPlan(o.syncSize, o.config.chunkFloats, Boolean(o.sharedMemory));
     this.modelChunks = roundChunkPlan(o.modelSize, o.config.chunkFloats, Boolean(o.sharedMemory));
@@ -322,7 +333,7 @@ export class Coordinator {
       this.finishing = null;
       this.averager.finishRound();
     }
-    return { online: this.averager.online, offline: this.averager.offline, rounds: this.averager.round };
+    return { online: this.averager.online, offline: this.averager.offline, rounds: this.averager.round, state: this.averager.exportState() };
   }
 
   private missingRanks(): number[] {
@@ -418,13 +429,14 @@ export class Coordinator {
       { event: 'run.started', workers: this.o.plan.workers, rounds: this.o.plan.rounds, coordinatorHost: hostname() },
       `all ${this.o.plan.workers} workers in: ${this.o.plan.rounds} rounds of H=${this.o.plan.syncPeriod} steps`,
     );
-    this.beginRound(1);
+    const next = this.averager.round + 1; // 1, or the round after a resumed checkpoint's
+    this.beginRound(next);
     this.broadcastVector(this.averager.restart, this.welcomeChunks, (tensor, rank) => ({
       v: PROTOCOL_VERSION,
       type: 'welcome',
       rank,
       workers: this.o.plan.workers,
-      nextRound: 1,
+      nextRound: next,
       shared: this.shared?.dir,
       tensor,
     }), this.encodeScratch, null);

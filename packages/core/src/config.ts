@@ -67,6 +67,10 @@ export const runtimeShape = {
       'how processes talk: ZeroMQ over ipc or tcp; shm = ipc messages with tensors in shared memory (/dev/shm; every worker on the coordinator\'s machine); auto = shm for `hwa train` when /dev/shm has room, else ipc (`hwa coordinator`: frames)',
     ),
   gpus: z.array(z.number().int().min(0)).default([]).describe('one worker per listed GPU id (sets CUDA_VISIBLE_DEVICES per worker)'),
+  resume: z
+    .string()
+    .default('')
+    .describe('continue the run in this run folder from its checkpoint: training options come from its config.json, rounds go on from the checkpoint\'s'),
   progressTimeout: z
     .number()
     .min(0)

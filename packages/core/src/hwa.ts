@@ -9,7 +9,7 @@
 import { meanInto } from './average.js';
 import type { TrainingConfig } from './config.js';
 import { ConfigError } from './errors.js';
-import type { OfflineAverager } from './offline.js';
+import type { OfflineAverager, OfflineState } from './offline.js';
 import { feedsOffline, makeOfflineAverager, type RunPlan } from './plan.js';
 
 export class HierarchicalAverager {
@@ -79,6 +79,36 @@ export class HierarchicalAverager {
     return this.offlineBuffer;
   }
 
+  /** The state after the last completed round, for a checkpoint to resume from (copies, sharing no memory). */
+  exportState(): AveragerState {
+    return { round: this.round, online: Float32Array.from(this.online), offline: this.averager?.exportState() ?? null };
+  }
+
+  /**
+   * Continues from a checkpoint of the same configuration: θ̄, the offline average's state and the round
+   * count become the exported ones, so the next round is `state.round + 1`.
+   * @throws ConfigError naming what does not fit this averager.
+   */
+  restoreState(state: AveragerState): void {
+    if (state.online.length !== this.syncSize)
+      throw new ConfigError(`checkpoint θ̄ has ${state.online.length} floats, this run's vector has ${this.syncSize}`);
+    if (!(Number.isInteger(state.round) && state.round >= 0 && state.round <= this.plan.rounds))
+      throw new ConfigError(`checkpoint round ${state.round} is outside this run's ${this.plan.rounds} rounds`);
+    if (Boolean(state.offline) !== Boolean(this.averager))
+      throw new ConfigError(`checkpoint ${state.offline ? 'has' : 'lacks'} an offline average, this run ${this.averager ? 'keeps one' : 'keeps none'}`);
+    this.online.set(state.online);
+    this.round = state.round;
+    if (this.averager && state.offline && this.offlineBuffer) {
+      this.averager.importState(state.offline);
+      if (this.averager.count > 0) this.offlineStale = true;
+      else this.offlineBuffer.set(this.online.subarray(0, this.modelSize));
+    }
+    if (this.restartBuffer) {
+      this.restartBuffer.set(this.offline);
+      this.restartBuffer.set(this.online.subarray(this.modelSize), this.modelSize);
+    }
+  }
+
   /** Completes a round from the K workers' vectors (in rank order). */
   completeRound(vectors: readonly Float32Array[]): void {
     if (vectors.length !== this.plan.workers)
@@ -106,4 +136,14 @@ export class HierarchicalAverager {
       this.restartBuffer.set(this.online.subarray(this.modelSize), this.modelSize);
     }
   }
+}
+
+/** What a checkpoint holds of the coordinator's averaging: enough to continue bit for bit. */
+export interface AveragerState {
+  /** Rounds completed. */
+  round: number;
+  /** θ̄ after that round (syncSize floats). */
+  online: Float32Array;
+  /** The offline averager's state (null in modes that keep none). */
+  offline: OfflineState | null;
 }

@@ -15,6 +15,26 @@ export interface OfflineAverager {
   push(v: Float32Array): void;
   /** Writes the current average into `out` (length `size`); throws if nothing was pushed yet. */
   averageInto(out: Float32Array): Float32Array;
+  /** Everything needed to continue exactly where this averager is (for checkpoints); shares no memory. */
+  exportState(): OfflineState;
+  /** Continues from an exported state of the same kind and size. @throws ConfigError naming the mismatch. */
+  importState(state: OfflineState): void;
+}
+
+/**
+ * The state of an offline averager: the window's vectors oldest first, or SWA's float64 sum, or the EMA's
+ * float64 value, with how many vectors went in.
+ */
+export type OfflineState =
+  | { kind: 'window'; count: number; vectors: Float32Array[] }
+  | { kind: 'cumulative'; count: number; sum: Float64Array }
+  | { kind: 'ema'; count: number; value: Float64Array };
+
+function checkState<K extends OfflineState['kind']>(state: OfflineState, kind: K, size: number): Extract<OfflineState, { kind: K }> {
+  if (state.kind !== kind) throw new ConfigError(`offline state is a ${state.kind} average, this run keeps a ${kind} average`);
+  const arrays = state.kind === 'window' ? state.vectors : [state.kind === 'cumulative' ? state.sum : state.value];
+  for (const a of arrays) if (a.length !== size) throw new ConfigError(`offline state holds vectors of ${a.length} floats, this run's have ${size}`);
+  return state as Extract<OfflineState, { kind: K }>;
 }
 
 function checkVector(size: number, v: Float32Array, what: string): void {
@@ -75,11 +95,29 @@ export class SlidingWindowAverage implements OfflineAverager {
     }
   }
 
+  exportState(): OfflineState {
+    return { kind: 'window', count: this.slots.length, vectors: this.chronological().map((v) => Float32Array.from(v)) };
+  }
+
+  importState(state: OfflineState): void {
+    const { vectors } = checkState(state, 'window', this.size);
+    if (vectors.length > this.capacity) throw new ConfigError(`offline state holds ${vectors.length} vectors, the window is ${this.capacity} long`);
+    this.slots.length = 0;
+    this.oldest = 0;
+    for (const v of vectors) this.push(v);
+  }
+
+  /** The window's vectors, oldest first. */
+  private chronological(): Float32Array[] {
+    const n = this.slots.length;
+    return Array.from({ length: n }, (_, j) => this.slots[(this.oldest + j) % n]);
+  }
+
   averageInto(out: Float32Array): Float32Array {
     const n = this.slots.length;
     if (n === 0) emptyAverage('window average');
     checkVector(this.size, out, 'window average');
-    const chronological = Array.from({ length: n }, (_, j) => this.slots[(this.oldest + j) % n]);
+    const chronological = this.chronological();
     let kernel = this.kernels.get(n);
     if (!kernel) this.kernels.set(n, (kernel = new StagedMean(n)));
     return kernel.meanRangeInto(out, chronological, 0, this.size);
@@ -106,6 +144,16 @@ export class CumulativeAverage implements OfflineAverager {
     checkVector(this.size, v, 'cumulative push');
     for (let i = 0; i < this.sum.length; i++) this.sum[i] += v[i];
     this.pushed++;
+  }
+
+  exportState(): OfflineState {
+    return { kind: 'cumulative', count: this.pushed, sum: Float64Array.from(this.sum) };
+  }
+
+  importState(state: OfflineState): void {
+    const s = checkState(state, 'cumulative', this.size);
+    this.sum.set(s.sum);
+    this.pushed = s.count;
   }
 
   averageInto(out: Float32Array): Float32Array {
@@ -142,6 +190,16 @@ export class ExponentialAverage implements OfflineAverager {
     if (this.pushed === 0) for (let i = 0; i < s.length; i++) s[i] = v[i];
     else for (let i = 0; i < s.length; i++) s[i] = this.decay * s[i] + (1 - this.decay) * v[i];
     this.pushed++;
+  }
+
+  exportState(): OfflineState {
+    return { kind: 'ema', count: this.pushed, value: Float64Array.from(this.state) };
+  }
+
+  importState(state: OfflineState): void {
+    const s = checkState(state, 'ema', this.size);
+    this.state.set(s.value);
+    this.pushed = s.count;
   }
 
   averageInto(out: Float32Array): Float32Array {

@@ -11,6 +11,7 @@ import {
   evaluatesAfterRound,
   makePlan,
   tallyToMetrics,
+  type AveragerState,
   type EvalRecord,
   type EvalTally,
   type RoundRecord,
@@ -35,6 +36,8 @@ export interface ReferenceResult {
   online: Float32Array;
   /** θ_HWA after the last round (model part). */
   offline: Float32Array;
+  /** The averager's state after the last round (what a checkpoint stores). */
+  state: AveragerState;
   rounds: RoundRecord[];
   evals: EvalRecord[];
   /** Trainer of rank 0, left loaded with the last restart vector (used for export). */
@@ -115,5 +118,5 @@ export async function trainInProcess(config: TrainingConfig, data: DatasetPair, 
     if (hooks.shouldStop?.()) break;
   }
   for (const t of trainers.slice(1)) t.dispose();
-  return { plan, online: averager.online, offline: averager.offline, rounds, evals, trainer: trainers[0] };
+  return { plan, online: averager.online, offline: averager.offline, state: averager.exportState(), rounds, evals, trainer: trainers[0] };
 }

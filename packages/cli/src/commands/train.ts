@@ -6,7 +6,20 @@
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { ConfigError, HwaError, configHash, resolveWorkers, trainingPart, type RunConfig, type TrainingConfig, type Transport } from '@hwa/core';
+import { existsSync, readFileSync } from 'node:fs';
+import {
+  ConfigError,
+  HwaError,
+  TRAINING_KEYS,
+  configHash,
+  makeRunConfig,
+  resolveWorkers,
+  trainingPart,
+  type AveragerState,
+  type RunConfig,
+  type TrainingConfig,
+  type Transport,
+} from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
 import { coordinatorCurve, mib, sharedRoom } from '@hwa/protocol';
 import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
@@ -14,7 +27,7 @@ import type { Logger } from 'pino';
 import { launchWorkers, stopWorkers, type LaunchedWorker } from '../launcher.js';
 import { createLogger } from '../logging.js';
 import { RunReporter } from '../report.js';
-import { makeRunFolder, writeCheckpoint, writeRunConfig } from '../run-folder.js';
+import { makeRunFolder, readCheckpointState, writeCheckpoint, writeRunConfig } from '../run-folder.js';
 import { prepare } from '../setup.js';
 
 /** Thrown when SIGINT/SIGTERM stopped the run; the CLI exits 130. */
@@ -51,8 +64,44 @@ function showProgress(config: RunConfig): boolean {
   return config.progress === 'on' || (config.progress === 'auto' && Boolean(process.stderr.isTTY));
 }
 
+/**
+ * `--resume DIR`: the run's own training options (DIR/config.json) with this invocation's runtime options, in
+ * the same folder. A training option given now that differs from the saved one is an error, not ignored.
+ */
+function resumedConfig<C extends RunConfig>(input: C): C {
+  const file = join(input.resume, 'config.json');
+  if (!existsSync(file)) throw new ConfigError(`--resume ${input.resume}: no config.json there (is it a run folder?)`);
+  const saved = makeRunConfig(trainingPart(JSON.parse(readFileSync(file, 'utf8')) as RunConfig));
+  const defaults = makeRunConfig({});
+  const conflicts = TRAINING_KEYS.filter((k) => {
+    const given = JSON.stringify(input[k]);
+    return given !== JSON.stringify(defaults[k]) && given !== JSON.stringify(saved[k]);
+  }).map((k) => `${k}: ${JSON.stringify(input[k])} ≠ saved ${JSON.stringify(saved[k])}`);
+  if (conflicts.length) throw new ConfigError(`--resume takes the training options from ${file}; these differ: ${conflicts.join('; ')}`);
+  return { ...input, ...trainingPart(saved), outDir: input.resume };
+}
+
+/** The checkpoint to resume from, checked against the options this run hashes. */
+function checkpointToResume(config: RunConfig, hash: string): AveragerState | undefined {
+  if (!config.resume) return undefined;
+  const { meta, state } = readCheckpointState(config.resume);
+  if (meta.configHash !== hash)
+    throw new ConfigError(`--resume ${config.resume}: the checkpoint was written with training options hash ${meta.configHash}, config.json now hashes to ${hash}`);
+  return state;
+}
+
+function logResume(log: Logger, config: RunConfig, resume: AveragerState, rounds: number): void {
+  log.info({ event: 'run.resumed', round: resume.round }, `resuming after round ${resume.round} of ${rounds}`);
+  if (config.momentumSync === 'keep' && config.momentum > 0)
+    log.warn(
+      { event: 'run.resumed.momentum' },
+      "each worker's own momentum (--momentum-sync keep) is not in the checkpoint and restarts from zero: the result differs slightly from an uninterrupted run (with --momentum-sync reset or average it is the same)",
+    );
+}
+
 export async function train(input: RunConfig): Promise<void> {
-  const config = resolvedWorkers(input);
+  if (input.resume && input.inProcess) throw new ConfigError('--resume continues a multi-process run; --in-process (the reference trainer) always starts at round 1');
+  const config = resolvedWorkers(input.resume ? resumedConfig(input) : input);
   resolveWorkers(config); // a bad --mode/--workers pair fails here, before any folder is made
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role: config.inProcess ? 'trainer' : 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
@@ -61,9 +110,11 @@ export async function train(input: RunConfig): Promise<void> {
   // Fix K in the config every process reads, so that all of them hash the same options.
   const fixed: RunConfig = { ...config, workers: prepared.plan.workers };
   writeRunConfig(dir, fixed);
-  const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed));
-  const controller = new AbortController();
   const extra = { backend: prepared.backend, configHash: configHash(fixed) };
+  const resume = checkpointToResume(fixed, extra.configHash);
+  if (resume) logResume(log, fixed, resume, prepared.plan.rounds);
+  const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed), resume?.round);
+  const controller = new AbortController();
   try {
     if (fixed.inProcess) {
       const result = await withSignals(controller, log, () =>
@@ -75,11 +126,11 @@ export async function train(input: RunConfig): Promise<void> {
       );
       reporter.stopProgress();
       if (controller.signal.aborted) {
-        const file = writeCheckpoint(dir, { round: result.rounds.length, online: result.online, offline: result.offline, configHash: extra.configHash });
+        const file = writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: extra.configHash });
         log.warn({ event: 'checkpoint.written', file }, `checkpoint of round ${result.rounds.length} written to ${file}`);
         throw controller.signal.reason;
       }
-      writeCheckpoint(dir, { round: result.rounds.length, online: result.online, offline: result.offline, configHash: extra.configHash });
+      writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: extra.configHash });
       await exportModel(result.trainer, result.offline, dir, log);
     } else {
       const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
@@ -92,6 +143,7 @@ export async function train(input: RunConfig): Promise<void> {
         controller,
         bind: localEndpoint(fixed.transport),
         spawnWorkers: true,
+        resume,
       });
       await exportModel(trainer, result.offline, dir, log);
     }
@@ -125,6 +177,8 @@ interface CoordinatorRun {
   bind: string;
   /** Start K local worker processes once bound (`hwa train`), or wait for remote ones (`hwa coordinator`). */
   spawnWorkers: boolean;
+  /** Continue from this checkpoint state. */
+  resume?: AveragerState;
 }
 
 /**
@@ -164,6 +218,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     sharedMemory: useSharedMemory(config, o.spawnWorkers, trainer, log),
     progressTimeoutMs: config.progressTimeout * 1000,
     curve: config.curveKeys ? coordinatorCurve(config.curveKeys) : undefined,
+    resume: o.resume,
     log,
     signal: controller.signal,
     onBound: (endpoint) => {
@@ -187,7 +242,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
   });
   try {
     const result = await withSignals(controller, log, () => coordinator.run());
-    writeCheckpoint(dir, { round: result.rounds, online: result.online, offline: result.offline, configHash: hash });
+    writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: hash });
     // Workers exit by themselves after 'done'; give them a moment, then make sure.
     await Promise.race([Promise.all(workers.map((w) => w.exited)), new Promise((r) => setTimeout(r, 10_000).unref())]);
     return result;
@@ -196,7 +251,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     await stopWorkers(workers);
     const state = coordinator.snapshot();
     if (state.rounds > 0) {
-      const file = writeCheckpoint(dir, { round: state.rounds, online: state.online, offline: state.offline, configHash: hash });
+      const file = writeCheckpoint(dir, { state: state.state, offline: state.offline, configHash: hash });
       log.warn({ event: 'checkpoint.written', file, round: state.rounds }, `checkpoint of round ${state.rounds} written to ${file}`);
     }
     throw error;
@@ -206,16 +261,19 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
 }
 
 /** `hwa coordinator --bind ADDR`: the coordinator alone; K workers join from other hosts. */
-export async function coordinate(config: RunConfig & { bind: string }): Promise<void> {
+export async function coordinate(input: RunConfig & { bind: string }): Promise<void> {
+  const config = input.resume ? resumedConfig(input) : input;
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role: 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   const prepared = await prepare(config, log);
   const fixed: RunConfig = { ...config, workers: prepared.plan.workers };
   writeRunConfig(dir, fixed);
   const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
-  const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed));
+  const resume = checkpointToResume(fixed, configHash(fixed));
+  if (resume) logResume(log, fixed, resume, prepared.plan.rounds);
+  const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed), resume?.round);
   const controller = new AbortController();
-  const result = await runCoordinator({ config: fixed, dir, log, trainer, reporter, controller, bind: config.bind, spawnWorkers: false });
+  const result = await runCoordinator({ config: fixed, dir, log, trainer, reporter, controller, bind: config.bind, spawnWorkers: false, resume });
   await exportModel(trainer, result.offline, dir, log);
   reporter.finish(fixed, { backend: prepared.backend, configHash: configHash(fixed) });
 }

@@ -1,0 +1,80 @@
+/**
+ * `hwa train --resume DIR`: a run stopped with Ctrl+C continues from its checkpoint in the same folder and
+ * ends with the same θ̄ and θ_HWA as the in-process reference of the whole run (to 1e-6), whatever round it
+ * was stopped at — the checkpoint holds the offline window's vectors, not just θ_HWA. Bad resumes are
+ * one-line errors naming the problem.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makeRunConfig, trainingPart } from '@hwa/core';
+import { loadDataset, selectBackend, trainInProcess } from '@hwa/engine';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { killAll, readCheckpoint, readJsonLines, runHwa } from '../helpers/cli.js';
+
+const root = mkdtempSync(join(tmpdir(), 'hwa-resume-'));
+afterEach(killAll);
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+beforeAll(() => selectBackend('wasm'));
+
+// momentum reset: no per-worker state outside the checkpoint, so the resumed run is exact. The window (40) is
+// longer than the run (32 rounds), so the final θ_HWA still holds the rounds before the stop: a checkpoint that
+// lost them would show.
+const options = { dataset: 'synthetic', trainLimit: 256, testLimit: 64, batchSize: 16, epochs: 4, syncPeriod: 2, window: 40, workers: 2, momentumSync: 'reset', seed: 3 } as const;
+const flags = ['--dataset', 'synthetic', '--train-limit', '256', '--test-limit', '64', '--batch-size', '16', '--epochs', '4', '--sync-period', '2', '--window', '40', '--workers', '2', '--momentum-sync', 'reset', '--seed', '3', '--backend', 'wasm', '--progress', 'off'];
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
+}
+
+describe('hwa train --resume', () => {
+  it('continues a run stopped by Ctrl+C to the same weights as an uninterrupted run', async () => {
+    const out = join(root, 'stopped');
+    const first = runHwa(['train', ...flags, '--out-dir', out, '--log-level', 'debug']);
+    await first.waitFor(/(?:round\.averaged[\s\S]*){3}/); // stopped after a few rounds, mid-run
+    first.child.kill('SIGINT');
+    const stopped = await first.done;
+    expect(stopped.code, stopped.output).toBe(130);
+    const stoppedAt = readCheckpoint(out).round;
+    expect(stoppedAt).toBeGreaterThan(0);
+
+    const second = await runHwa(['train', '--resume', out, '--backend', 'wasm', '--progress', 'off']).done;
+    expect(second.code, second.output).toBe(0);
+    expect(second.output).toMatch(new RegExp(`resuming after round ${stoppedAt} of \\d+`));
+
+    const data = await loadDataset('synthetic', { trainLimit: 256, testLimit: 64, seed: 3 });
+    const reference = await trainInProcess(trainingPart(makeRunConfig(options)), data);
+    const resumed = readCheckpoint(out);
+    expect(resumed.round).toBe(reference.plan.rounds);
+    expect(stoppedAt).toBeLessThan(reference.plan.rounds);
+    expect(maxAbsDiff(resumed.online, reference.online)).toBeLessThanOrEqual(1e-6);
+    expect(maxAbsDiff(resumed.offline, reference.offline)).toBeLessThanOrEqual(1e-6);
+    reference.trainer.dispose();
+    // metrics.jsonl keeps the first part's rounds and adds the rest: every round once.
+    const rounds = readJsonLines(join(out, 'metrics.jsonl')).filter((l) => l.kind === 'round').map((l) => l.round);
+    expect(rounds).toEqual(Array.from({ length: reference.plan.rounds }, (_, i) => i + 1));
+    expect(JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'))).toMatchObject({ version: 2, offlineState: { kind: 'window', arrays: reference.plan.rounds } });
+  });
+
+  it('refuses a training option that differs from the run\'s, a finished run, and a folder without a checkpoint', async () => {
+    const out = join(root, 'finished');
+    const done = await runHwa(['train', ...flags, '--epochs', '0.5', '--out-dir', out]).done;
+    expect(done.code, done.output).toBe(0);
+
+    const differ = await runHwa(['train', '--resume', out, '--lr', '0.2']).done;
+    expect(differ.code).toBe(2);
+    expect(differ.output).toMatch(/hwa: --resume takes the training options from .*config\.json; these differ: lr: 0\.2 ≠ saved 0\.05/);
+
+    const complete = await runHwa(['train', '--resume', out, '--backend', 'wasm']).done;
+    expect(complete.code).toBe(2);
+    expect(complete.output).toMatch(/hwa: the checkpoint is at round (\d+) of \1: this run is already complete/);
+
+    const empty = mkdtempSync(join(root, 'empty-'));
+    const none = await runHwa(['train', '--resume', empty]).done;
+    expect(none.code).toBe(2);
+    expect(none.output).toMatch(/hwa: --resume .*: no config\.json there \(is it a run folder\?\)/);
+  });
+});
