@@ -28,7 +28,7 @@ export function writeCheckpoint(dir: string, c: { state: AveragerState; offline:
   const file = join(dir, 'checkpoint.bin');
   const { state } = c;
   const extra: ArrayBufferView[] =
-    state.offline === null ? [] : state.offline.kind === 'window' ? state.offline.vectors : [state.offline.kind === 'cumulative' ? state.offline.sum : state.offline.value];
+    state.offline === null ? [] : state.offline.kind === 'window' ? state.offline.vectors : [state.offline.values];
   const bytes = (v: ArrayBufferView) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
   writeFileSync(file, Buffer.concat([bytes(state.online), bytes(c.offline), ...extra.map(bytes)]));
   const meta: CheckpointMeta = {
@@ -90,8 +90,7 @@ export function readCheckpointState(dir: string): { meta: CheckpointMeta; state:
     });
     offline = { kind: 'window', count: o.count, vectors };
   } else if (o) {
-    const values = f64(at, arrayFloats);
-    offline = o.kind === 'cumulative' ? { kind: 'cumulative', count: o.count, sum: values } : { kind: 'ema', count: o.count, value: values };
+    offline = { kind: o.kind, count: o.count, values: f64(at, arrayFloats) };
   }
   return { meta, state: { round: meta.round, online, offline } };
 }

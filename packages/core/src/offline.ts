@@ -27,14 +27,21 @@ export interface OfflineAverager {
  */
 export type OfflineState =
   | { kind: 'window'; count: number; vectors: Float32Array[] }
-  | { kind: 'cumulative'; count: number; sum: Float64Array }
-  | { kind: 'ema'; count: number; value: Float64Array };
+  /** SWA's float64 sum, or the EMA's float64 value. */
+  | { kind: 'cumulative' | 'ema'; count: number; values: Float64Array };
 
 function checkState<K extends OfflineState['kind']>(state: OfflineState, kind: K, size: number): Extract<OfflineState, { kind: K }> {
   if (state.kind !== kind) throw new ConfigError(`offline state is a ${state.kind} average, this run keeps a ${kind} average`);
-  const arrays = state.kind === 'window' ? state.vectors : [state.kind === 'cumulative' ? state.sum : state.value];
+  const arrays = state.kind === 'window' ? state.vectors : [state.values];
   for (const a of arrays) if (a.length !== size) throw new ConfigError(`offline state holds vectors of ${a.length} floats, this run's have ${size}`);
   return state as Extract<OfflineState, { kind: K }>;
+}
+
+/** Imports a float64 state (SWA, EMA) into `into`; returns its count. */
+function importFloat64(state: OfflineState, kind: 'cumulative' | 'ema', size: number, into: Float64Array): number {
+  const s = checkState(state, kind, size);
+  into.set(s.values);
+  return s.count;
 }
 
 function checkVector(size: number, v: Float32Array, what: string): void {
@@ -147,13 +154,11 @@ export class CumulativeAverage implements OfflineAverager {
   }
 
   exportState(): OfflineState {
-    return { kind: 'cumulative', count: this.pushed, sum: Float64Array.from(this.sum) };
+    return { kind: 'cumulative', count: this.pushed, values: Float64Array.from(this.sum) };
   }
 
   importState(state: OfflineState): void {
-    const s = checkState(state, 'cumulative', this.size);
-    this.sum.set(s.sum);
-    this.pushed = s.count;
+    this.pushed = importFloat64(state, 'cumulative', this.size, this.sum);
   }
 
   averageInto(out: Float32Array): Float32Array {
@@ -193,13 +198,11 @@ export class ExponentialAverage implements OfflineAverager {
   }
 
   exportState(): OfflineState {
-    return { kind: 'ema', count: this.pushed, value: Float64Array.from(this.state) };
+    return { kind: 'ema', count: this.pushed, values: Float64Array.from(this.state) };
   }
 
   importState(state: OfflineState): void {
-    const s = checkState(state, 'ema', this.size);
-    this.state.set(s.value);
-    this.pushed = s.count;
+    this.pushed = importFloat64(state, 'ema', this.size, this.state);
   }
 
   averageInto(out: Float32Array): Float32Array {
