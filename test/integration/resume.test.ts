@@ -17,11 +17,10 @@ afterEach(killAll);
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 beforeAll(() => selectBackend('wasm'));
 
-// momentum reset: no per-worker state outside the checkpoint, so the resumed run is exact. The window (40) is
-// longer than the run (32 rounds), so the final θ_HWA still holds the rounds before the stop: a checkpoint that
-// lost them would show.
-const options = { dataset: 'synthetic', trainLimit: 256, testLimit: 64, batchSize: 16, epochs: 4, syncPeriod: 2, window: 40, workers: 2, momentumSync: 'reset', seed: 3 } as const;
-const flags = ['--dataset', 'synthetic', '--train-limit', '256', '--test-limit', '64', '--batch-size', '16', '--epochs', '4', '--sync-period', '2', '--window', '40', '--workers', '2', '--momentum-sync', 'reset', '--seed', '3', '--backend', 'wasm', '--progress', 'off'];
+// The window (40) is longer than the run (32 rounds), so the final θ_HWA still holds the rounds before the
+// stop: a checkpoint that lost them would show.
+const options = { dataset: 'synthetic', trainLimit: 256, testLimit: 64, batchSize: 16, epochs: 4, syncPeriod: 2, window: 40, workers: 2, seed: 3 } as const;
+const flags = ['--dataset', 'synthetic', '--train-limit', '256', '--test-limit', '64', '--batch-size', '16', '--epochs', '4', '--sync-period', '2', '--window', '40', '--workers', '2', '--seed', '3', '--backend', 'wasm', '--progress', 'off'];
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   expect(a.length).toBe(b.length);
@@ -31,9 +30,11 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 }
 
 describe('hwa train --resume', () => {
-  it('continues a run stopped by Ctrl+C to the same weights as an uninterrupted run', async () => {
-    const out = join(root, 'stopped');
-    const first = runHwa(['train', ...flags, '--out-dir', out, '--log-level', 'debug']);
+  // keep: each worker's own momentum is not synced; the workers save it when stopped (worker-<k>.state.*).
+  // reset: nothing outside the coordinator's checkpoint.
+  it.each(['keep', 'reset'] as const)('momentum %s: continues a run stopped by Ctrl+C to the same weights as an uninterrupted run', async (momentumSync) => {
+    const out = join(root, `stopped-${momentumSync}`);
+    const first = runHwa(['train', ...flags, '--momentum-sync', momentumSync, '--out-dir', out, '--log-level', 'debug']);
     await first.waitFor(/(?:round\.averaged[\s\S]*){3}/); // stopped after a few rounds, mid-run
     first.child.kill('SIGINT');
     const stopped = await first.done;
@@ -46,7 +47,7 @@ describe('hwa train --resume', () => {
     expect(second.output).toMatch(new RegExp(`resuming after round ${stoppedAt} of \\d+`));
 
     const data = await loadDataset('synthetic', { trainLimit: 256, testLimit: 64, seed: 3 });
-    const reference = await trainInProcess(trainingPart(makeRunConfig(options)), data);
+    const reference = await trainInProcess(trainingPart(makeRunConfig({ ...options, momentumSync })), data);
     const resumed = readCheckpoint(out);
     expect(resumed.round).toBe(reference.plan.rounds);
     expect(stoppedAt).toBeLessThan(reference.plan.rounds);
@@ -57,6 +58,8 @@ describe('hwa train --resume', () => {
     const rounds = readJsonLines(join(out, 'metrics.jsonl')).filter((l) => l.kind === 'round').map((l) => l.round);
     expect(rounds).toEqual(Array.from({ length: reference.plan.rounds }, (_, i) => i + 1));
     expect(JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'))).toMatchObject({ version: 2, offlineState: { kind: 'window', arrays: reference.plan.rounds } });
+    if (momentumSync === 'keep')
+      for (const rank of [0, 1]) expect(JSON.parse(readFileSync(join(out, `worker-${rank}.state.json`), 'utf8')).rounds).toContain(stoppedAt);
   });
 
   it('refuses a training option that differs from the run\'s, a finished run, and a folder without a checkpoint', async () => {

@@ -48,7 +48,7 @@ export function launchWorkers(o: LaunchOptions): LaunchedWorker[] {
     // The IPC channel only serves as a lifeline: a worker exits when it closes (the launcher died).
     const child = spawn(
       process.execPath,
-      [MAIN, 'worker', '--config', o.configFile, '--connect', o.connect, '--rank', String(rank)],
+      [MAIN, 'worker', '--config', o.configFile, '--connect', o.connect, '--rank', String(rank), '--out-dir', o.runDir],
       { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
     );
     const log = createWriteStream(join(o.runDir, `worker-${rank}.log`));

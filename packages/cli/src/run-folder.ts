@@ -94,3 +94,26 @@ export function readCheckpointState(dir: string): { meta: CheckpointMeta; state:
   }
   return { meta, state: { round: meta.round, online, offline } };
 }
+
+/**
+ * A worker's local state (its momentum with --momentum-sync keep) after its last completed rounds, written when
+ * the worker is stopped: worker-<rank>.state.json names the rounds, worker-<rank>.state.bin holds the floats.
+ */
+export function writeLocalStates(dir: string, rank: number, snapshots: readonly { round: number; state: Float32Array }[]): void {
+  const base = join(dir, `worker-${rank}.state`);
+  writeFileSync(`${base}.bin`, Buffer.concat(snapshots.map((x) => Buffer.from(x.state.buffer, x.state.byteOffset, x.state.byteLength))));
+  writeFileSync(`${base}.json`, JSON.stringify({ rounds: snapshots.map((x) => x.round), floats: snapshots[0]?.state.length ?? 0 }) + '\n');
+}
+
+/** The local state worker `rank` saved after `round`, or null when it saved none for that round. */
+export function readLocalState(dir: string, rank: number, round: number): Float32Array | null {
+  const base = join(dir, `worker-${rank}.state`);
+  if (!existsSync(`${base}.json`) || !existsSync(`${base}.bin`)) return null;
+  const meta = JSON.parse(readFileSync(`${base}.json`, 'utf8')) as { rounds: number[]; floats: number };
+  const at = meta.rounds.indexOf(round);
+  if (at < 0) return null;
+  const bin = readFileSync(`${base}.bin`);
+  if (bin.byteLength !== meta.rounds.length * meta.floats * 4) throw new ConfigError(`${base}.bin does not match ${base}.json`);
+  const from = bin.byteOffset + at * meta.floats * 4;
+  return new Float32Array(bin.buffer.slice(from, from + meta.floats * 4));
+}

@@ -84,6 +84,24 @@ export class LocalTrainer {
     else if (this.config.momentumSync === 'reset') this.sgd.resetMomentum();
   }
 
+  /**
+   * Floats of this worker's own state that no sync carries: its momentum with --momentum-sync keep (0 when
+   * momentum is averaged, reset or off). A checkpoint needs it to resume exactly.
+   */
+  get localStateSize(): number {
+    return this.config.momentumSync === 'keep' && this.config.momentum > 0 ? this.layout.trainableSize : 0;
+  }
+
+  /** Copies the local state (see {@link localStateSize}) into `out`. */
+  readLocalState(out: Float32Array): void {
+    if (this.localStateSize > 0) this.sgd.readMomentum(out, 0);
+  }
+
+  /** Restores a local state read by {@link readLocalState}. */
+  writeLocalState(state: Float32Array): void {
+    if (this.localStateSize > 0) this.sgd.writeMomentum(state, 0);
+  }
+
   /** Runs the local steps of round `round` (1-based). */
   runRound(round: number): RoundResult {
     const started = performance.now();

@@ -60,6 +60,18 @@ export interface WorkerTrainer {
   readVector(out: Float32Array): Float32Array;
   /** Score model weights on this rank's test shard. */
   evaluateShard(modelVector: Float32Array, shards: number): EvalTally;
+  /** Floats of local state no sync carries (e.g. momentum with --momentum-sync keep); 0 or absent = none. */
+  readonly localStateSize?: number;
+  /** Copies the local state into `out` (length localStateSize). */
+  readLocalState?(out: Float32Array): void;
+  /** Restores a local state. */
+  writeLocalState?(state: Float32Array): void;
+}
+
+/** A worker's local state after round `round` (what a resume from that round's checkpoint needs). */
+export interface LocalStateSnapshot {
+  round: number;
+  state: Float32Array;
 }
 
 export interface WorkerOptions {
@@ -77,6 +89,13 @@ export interface WorkerOptions {
   receiveTimeoutMs?: number;
   /** CURVE: check the coordinator's key and present this worker's (`--curve-keys`). */
   curve?: WorkerCurve;
+  /**
+   * When the run stops early, called with the local state after the last two completed rounds (the
+   * coordinator's checkpoint is of one of them), so a resume can continue exactly. Not called on success.
+   */
+  onStopped?(snapshots: LocalStateSnapshot[]): void;
+  /** On a resume (welcome into round r+1 > 1): the local state after round r, or null if there is none. */
+  resumeLocalState?(round: number): Float32Array | null;
 }
 
 export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
@@ -120,6 +139,10 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   const average = new Float32Array(syncSize);
   const offline = new Float32Array(modelSize);
   const restart = config.restart === 'offline' ? new Float32Array(syncSize) : average;
+  // The local state after the last two rounds, alternating (a copy per round: momentum-sized, small next to
+  // the round's compute).
+  const localSize = trainer.localStateSize ?? 0;
+  const snapshots: LocalStateSnapshot[] = localSize > 0 ? [0, 1].map(() => ({ round: 0, state: new Float32Array(localSize) })) : [];
   /** After the welcome, an `error` from the coordinator ends a run rather than refusing this worker. */
   let welcomed = false;
   /** The shared-memory files, when the coordinator's welcome named them. */
@@ -211,10 +234,20 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
     }
     welcomed = true;
     trainer.load(average);
+    if (welcome.nextRound > 1 && localSize > 0) {
+      const state = o.resumeLocalState?.(welcome.nextRound - 1) ?? null;
+      if (state && state.length === localSize) trainer.writeLocalState?.(state);
+      else log.warn({ event: 'worker.resume.local_state_missing', round: welcome.nextRound - 1 }, `worker ${rank}: no saved local state (momentum) after round ${welcome.nextRound - 1}; it restarts from zero`);
+    }
     log.info({ event: 'worker.welcomed', nextRound: welcome.nextRound, workers: welcome.workers });
 
     for (let round = welcome.nextRound; round <= plan.rounds; round++) {
       const result = trainer.runRound(round);
+      if (localSize > 0) {
+        const slot = snapshots[round % 2];
+        trainer.readLocalState?.(slot.state);
+        slot.round = round;
+      }
       const vector = trainer.readVector(outgoing);
       if (vector.length !== syncSize)
         throw new WorkerFailure(`worker ${rank}: the trainer returned a vector of ${vector.length} floats, expected ${syncSize}`, rank);
@@ -259,6 +292,10 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
     await receive('done');
     log.info({ event: 'worker.done', rounds: plan.rounds });
     return { rounds: plan.rounds };
+  } catch (error) {
+    const saved = snapshots.filter((x) => x.round > 0);
+    if (saved.length) o.onStopped?.(saved);
+    throw error;
   } finally {
     o.signal?.removeEventListener('abort', close);
     if (!socket.closed) socket.close();

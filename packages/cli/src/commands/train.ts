@@ -92,11 +92,8 @@ function checkpointToResume(config: RunConfig, hash: string): AveragerState | un
 
 function logResume(log: Logger, config: RunConfig, resume: AveragerState, rounds: number): void {
   log.info({ event: 'run.resumed', round: resume.round }, `resuming after round ${resume.round} of ${rounds}`);
-  if (config.momentumSync === 'keep' && config.momentum > 0)
-    log.warn(
-      { event: 'run.resumed.momentum' },
-      "each worker's own momentum (--momentum-sync keep) is not in the checkpoint and restarts from zero: the result differs slightly from an uninterrupted run (with --momentum-sync reset or average it is the same)",
-    );
+  // Each worker's own momentum (--momentum-sync keep) comes from the worker-<rank>.state files it wrote when it
+  // was stopped; a worker that was killed outright left none, and says so when it restarts from zero.
 }
 
 export async function train(input: RunConfig): Promise<void> {

@@ -5,6 +5,7 @@ import { LocalTrainer } from '@hwa/engine';
 import { workerCurve } from '@hwa/protocol';
 import { runWorker } from '@hwa/worker';
 import { createLogger } from '../logging.js';
+import { readLocalState, writeLocalStates } from '../run-folder.js';
 import { prepare } from '../setup.js';
 import { Interrupted } from './train.js';
 
@@ -38,6 +39,9 @@ export async function work(config: RunConfig & { connect: string; rank: number; 
     signal: controller.signal,
     receiveTimeoutMs: config.receiveTimeout > 0 ? config.receiveTimeout * 1000 : undefined,
     curve,
+    // The run folder keeps this worker's momentum when it is stopped, for an exact --resume.
+    onStopped: config.outDir ? (snapshots) => writeLocalStates(config.outDir, config.rank, snapshots) : undefined,
+    resumeLocalState: config.outDir ? (round) => readLocalState(config.outDir, config.rank, round) : undefined,
   });
   process.disconnect?.();
 }
