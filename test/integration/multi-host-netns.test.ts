@@ -29,12 +29,20 @@ function ip(...args: string[]): void {
 /** Why namespaces cannot be made here, or null when they can. */
 function whyNoNetns(): string | null {
   if (process.getuid?.() !== 0) return 'needs root (CI runs as root)';
+  const probe = `${ns.coord}probe`;
   try {
-    ip('netns', 'add', `${ns.coord}probe`);
-    ip('netns', 'del', `${ns.coord}probe`);
-    return null;
+    ip('netns', 'add', probe);
   } catch (e) {
     return `ip netns unavailable: ${(e as Error).message.split('\n')[0]}`;
+  }
+  try {
+    // veth pairs need their kernel module; some minimal kernels lack it.
+    ip('link', 'add', `h${tag}pa`, 'netns', probe, 'type', 'veth', 'peer', 'name', `h${tag}pb`, 'netns', probe);
+    return null;
+  } catch (e) {
+    return `veth pairs unavailable: ${(e as Error).message.split('\n')[0]}`;
+  } finally {
+    ip('netns', 'del', probe);
   }
 }
 
