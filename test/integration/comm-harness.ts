@@ -16,8 +16,13 @@ export interface CommRun {
   shared?: boolean;
   /** Folder for the shared-memory files (default /dev/shm). */
   sharedRoot?: string;
-  /** Called once the coordinator is bound, before the workers start. */
-  onBound?: () => void;
+  /** Called once the coordinator is bound, with its endpoint, before the workers start. */
+  onBound?: (endpoint: string) => unknown;
+  /** Rank `rank`'s stand-in for training (default {@link fakeStep}), and its reported loss (default 0). */
+  step?: (rank: number) => (vector: Float32Array, round: number) => void;
+  loss?: (rank: number) => (round: number) => number;
+  /** Training options rank `rank` runs with instead of the coordinator's (a mismatched worker). */
+  workerConfig?: (rank: number) => Partial<TrainingConfig>;
   /** CURVE keys: the coordinator's, and each rank's (`undefined` for a rank = that worker without CURVE). */
   curve?: { coordinator: CoordinatorCurve; workers: (WorkerCurve | undefined)[] };
   /** Worker receive timeout (ms, default 20 s). */
@@ -99,7 +104,7 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
   const controller = new AbortController();
   const trainers = Array.from(
     { length: r.workers },
-    (_, rank) => new VectorTrainer({ plan, syncSize: r.syncSize, modelSize: r.modelSize, step: fakeStep(rank) }),
+    (_, rank) => new VectorTrainer({ plan, syncSize: r.syncSize, modelSize: r.modelSize, step: (r.step ?? fakeStep)(rank), loss: r.loss?.(rank) }),
   );
   try {
     let bound!: (endpoint: string) => void;
@@ -123,10 +128,10 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
     });
     const coordinated = coordinator.run();
     const at = await Promise.race([endpoint, coordinated.then(() => address)]);
-    r.onBound?.();
+    await r.onBound?.(at);
     const workers = trainers.map((trainer, rank) =>
       runWorker({
-        config,
+        config: { ...config, ...r.workerConfig?.(rank) },
         rank,
         connect: at,
         trainer,

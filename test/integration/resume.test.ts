@@ -42,7 +42,10 @@ describe('hwa train --resume', () => {
     const stoppedAt = readCheckpoint(out).round;
     expect(stoppedAt).toBeGreaterThan(0);
 
-    const second = await runHwa(['train', '--resume', out, '--backend', 'wasm', '--progress', 'off']).done;
+    // The stop printed the exact command that continues the run: run it as printed.
+    const printed = /continue this run with: hwa (.*?)(?: \{.*)?$/m.exec(stopped.output)?.[1] ?? '';
+    expect(printed).toBe(`train --resume ${out} --backend wasm --log-level debug --progress off`);
+    const second = await runHwa(printed.split(' ')).done;
     expect(second.code, second.output).toBe(0);
     expect(second.output).toMatch(new RegExp(`resuming after round ${stoppedAt} of \\d+`));
 
@@ -57,7 +60,16 @@ describe('hwa train --resume', () => {
     // metrics.jsonl keeps the first part's rounds and adds the rest: every round once.
     const rounds = readJsonLines(join(out, 'metrics.jsonl')).filter((l) => l.kind === 'round').map((l) => l.round);
     expect(rounds).toEqual(Array.from({ length: reference.plan.rounds }, (_, i) => i + 1));
-    expect(JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'))).toMatchObject({ version: 2, offlineState: { kind: 'window', arrays: reference.plan.rounds } });
+    // Every line is stamped, and the run's elapsed time goes on across the resume rather than restarting.
+    const lines = readJsonLines(join(out, 'metrics.jsonl')) as { time: string; elapsedMs: number }[];
+    for (const l of lines) expect(Number.isNaN(Date.parse(l.time)), l.time).toBe(false);
+    const elapsed = lines.map((l) => l.elapsedMs);
+    expect(elapsed).toEqual([...elapsed].sort((a, b) => a - b));
+    // run.json's totals cover both parts: every round, all their samples, the wall time of both.
+    const { totals } = JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')) as { totals: { rounds: number; samples: number; wallMs: number; resumedFrom: number } };
+    expect(totals).toMatchObject({ rounds: reference.plan.rounds, resumedFrom: stoppedAt, samples: reference.rounds.reduce((a, r) => a + r.samples, 0) });
+    expect(totals.wallMs).toBeGreaterThanOrEqual(Math.max(...elapsed));
+    expect(JSON.parse(readFileSync(join(out, 'checkpoint.json'), 'utf8'))).toMatchObject({ version: 3, offlineState: { kind: 'window', arrays: reference.plan.rounds } });
     if (momentumSync === 'keep')
       for (const rank of [0, 1]) expect(JSON.parse(readFileSync(join(out, `worker-${rank}.state.json`), 'utf8')).rounds).toContain(stoppedAt);
   });

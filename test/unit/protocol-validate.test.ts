@@ -66,7 +66,7 @@ describe('version', () => {
 
   it('is checked before anything else, and a missing version says so', () => {
     expect(rejectionOf(raw({ type: 'hello', rank: 3 }), { role: 'coordinator' })).toBe(
-      "message from rank 3 has no valid protocol version (field 'v' is undefined), this coordinator speaks 2",
+      "message from rank 3 has no valid protocol version (field 'v' is undefined), this coordinator speaks 3",
     );
     expect(rejectionOf(raw({ v: '1', type: 'nonsense' }))).toMatch(/field 'v' is "1"/);
   });

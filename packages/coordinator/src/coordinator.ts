@@ -1,10 +1,11 @@
 /**
- * The coordinator role (DESIGN §1–§3): one ZeroMQ ROUTER socket, K workers. It checks each worker in (hello →
- * welcome), then runs the rounds: collect every worker's vector for round r chunk by chunk, average each
- * chunk as soon as all K copies of it are in and send it straight back (pipelined), feed the offline average
- * when the round is complete, and gather the workers' evaluation shards at evaluation rounds.
+ * The coordinator role (docs/algorithm.md#the-loop, docs/processes.md#the-coordinator): one ZeroMQ ROUTER
+ * socket, K workers. It checks each worker in (hello → welcome), then runs the rounds: collect every worker's
+ * vector for round r chunk by chunk, average each chunk as soon as all K copies of it are in and send it
+ * straight back (pipelined), feed the offline average when the round is complete, and gather the workers'
+ * evaluation shards at evaluation rounds.
  *
- * The hot path of a round (issue 4), per chunk c of the vector, all in buffers allocated once:
+ * The hot path of a round, per chunk c of the vector, all in buffers allocated once:
  * ```
  * K payload frames of chunk c arrive   (zeromq hands them over zero-copy; float32 is viewed in place)
  *   → mean into online[c]              (one pass; 16-bit codes are decoded inside the same loop)
@@ -21,16 +22,24 @@
  *
  * Evaluation runs on the workers, each scoring 1/K of the test set, so no process scores the whole set
  * while the others wait (the coordinator only adds the K tallies).
+ *
+ * Split by concern: admission.ts decides who may act for which rank (hello, CURVE, routing ids),
+ * watchdog.ts keeps the join and progress timeouts; this file keeps the pump, the rounds, averaging (with the
+ * finite check: a contribution holding NaN or ±Inf is refused for the round) and the broadcasts.
  */
 import { hostname } from 'node:os';
 import {
   ConfigError,
+  DivergenceError,
+  ResourceError,
   HierarchicalAverager,
   ProtocolError,
   WorkerFailure,
   addTally,
-  diffTraining,
+  divergedMessage,
   epochAfterRound,
+  firstNonFinite,
+  meanRangeInto,
   evaluatesAfterRound,
   meanCodesRangeInto,
   StagedMean,
@@ -38,6 +47,7 @@ import {
   type EvalRecord,
   type EvalTally,
   type AveragerState,
+  type Refusal,
   type RoundRecord,
   type RunPlan,
   type TrainingConfig,
@@ -50,18 +60,20 @@ import {
   roundChunkPlan,
   decodeTable,
   encode,
+  findNonFinite,
   float32View,
+  maxMessageSize,
   SharedTensorFiles,
-  startZapHandler,
   tensorFrame,
   type CoordinatorCurve,
-  type ZapHandler,
   type Header,
   type HeaderOf,
   type TensorDescriptor,
 } from '@hwa/protocol';
 import type { Logger } from 'pino';
 import { Context, Router } from 'zeromq';
+import { Admission, peerName } from './admission.js';
+import { Watchdog } from './watchdog.js';
 
 export interface CoordinatorOptions {
   /** The training options every worker must match. */
@@ -140,7 +152,10 @@ interface RoundState {
   encodeMs: number;
   offlineMs: number;
   computeMs: number;
-  loss: number;
+  /** Each rank's loss (null: not finite), from its chunk 0. */
+  losses: (number | null)[];
+  /** Ranks refused for this round (non-finite loss or weights), with the reason; the rest are averaged. */
+  refused: Refusal[];
   samples: number;
   step: number;
   lr: number;
@@ -157,8 +172,12 @@ export class Coordinator {
   private readonly modelChunks: readonly { offset: number; count: number }[];
   /** The start vector always travels in frames, chunked by chunkFloats (also in shared-memory runs). */
   private readonly welcomeChunks: readonly { offset: number; count: number }[];
+  /** The join and progress timeouts (watchdog.ts). */
+  private readonly watchdog: Watchdog;
+  /** Who may act for which rank: hellos, CURVE, routing ids (admission.ts). */
+  private readonly admission: Admission;
   /** routing id of each joined rank */
-  private readonly peers = new Map<number, Buffer>();
+  private readonly peers: Map<number, Buffer>;
   private readonly evalTallies = new Map<number, { online: EvalTally; offline: EvalTally; ranks: Set<number> }>();
   private state: RoundState | null = null;
   /** float32 value of each 16-bit wire code (16-bit dtypes only): the mean decodes through it in its own loop. */
@@ -169,9 +188,8 @@ export class Coordinator {
   private readonly codeSlots: Uint16Array[];
   /** The run's shared-memory files (`sharedMemory` only), made by run(). */
   private shared: SharedTensorFiles | null = null;
-  /** CURVE runs: the socket's own ZeroMQ context and the ZAP handler admitting the listed workers. */
+  /** CURVE runs: the socket's own ZeroMQ context (its ZAP handler is the admission's). */
   private context: Context | null = null;
-  private zap: ZapHandler | null = null;
   /**
    * The wire bytes of broadcasts in 16-bit dtypes, one region per chunk so every chunk can be in flight at once
    * (zeromq.js sends them without copying). Reused every round: round r+1's chunk c is only averaged once every
@@ -195,6 +213,9 @@ export class Coordinator {
         { context: (this.context = new Context()), curveServer: true, curveSecretKey: o.curve.secretKey, zapDomain: 'hwa' }
       : {};
     this.socket = new Router({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, ...curve });
+    this.admission = new Admission({ config: o.config, configHash: o.configHash, syncSize: o.syncSize, workers: o.plan.workers, curve: o.curve, log: o.log });
+    this.peers = this.admission.peers;
+    this.watchdog = new Watchdog({ progressTimeoutMs: o.progressTimeoutMs ?? 0, onStall: (ms) => this.stalled(ms) });
     this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial);
     if (o.resume) {
       this.averager.restoreState(o.resume);
@@ -204,6 +225,9 @@ export class Coordinator {
     this.welcomeChunks = chunkPlan(o.syncSize, o.config.chunkFloats);
     this.chunks = roundChunkPlan(o.syncSize, o.config.chunkFloats, Boolean(o.sharedMemory));
     this.modelChunks = roundChunkPlan(o.modelSize, o.config.chunkFloats, Boolean(o.sharedMemory));
+    // Workers only ever send one weights chunk per frame (none through shared memory): libzmq drops a peer
+    // whose frame is larger before it is allocated in full, so no peer can make this process hold gigabytes.
+    this.socket.maxMessageSize = maxMessageSize(o.sharedMemory ? 0 : Math.max(...this.chunks.map((c) => c.count)));
     const dtype = o.config.wireDtype;
     const halves = dtype !== 'float32';
     this.codeTable = dtype === 'float32' ? null : decodeTable(dtype);
@@ -231,22 +255,26 @@ export class Coordinator {
         this.shared = SharedTensorFiles.create({ workers, syncSize: this.o.syncSize, modelSize: this.o.modelSize, dtype: this.o.config.wireDtype }, this.o.sharedRoot);
         this.log.info({ event: 'shared.created', dir: this.shared.dir }, `tensors go through shared memory in ${this.shared.dir}`);
       }
-      if (this.o.curve && this.context) await this.startCurve(this.o.curve, this.context);
-      await this.socket.bind(this.o.bind);
+      if (this.context) await this.admission.startCurve(this.context, this.socket.events);
+      try {
+        await this.socket.bind(this.o.bind);
+      } catch (e) {
+        throw endpointError(this.o.bind, 'bind', e);
+      }
       const endpoint = this.socket.lastEndpoint ?? this.o.bind;
       this.log.info({ event: 'coordinator.bound', endpoint, workers: this.o.plan.workers }, `listening on ${endpoint}`);
       this.o.onBound?.(endpoint);
       const joinTimeoutMs = this.o.joinTimeoutMs ?? 120_000;
-      // Cleared by start() once all K are in, or below when the run ends.
-      this.joinTimer = setTimeout(() => {
-        const missing = this.missingRanks();
+      // Stopped by start() once all K are in, or below when the run ends.
+      this.watchdog.awaitJoin(joinTimeoutMs, () => {
+        const missing = this.admission.missingRanks();
         this.fail(
           new WorkerFailure(
             `only ${this.peers.size} of ${this.o.plan.workers} workers checked in within ${joinTimeoutMs / 1000} s (missing ranks: ${missing.join(', ')})`,
             missing[0] ?? -1,
           ),
         );
-      }, joinTimeoutMs);
+      });
       void this.pump();
       try {
         return await done;
@@ -255,13 +283,12 @@ export class Coordinator {
         throw error;
       }
     } finally {
-      if (this.joinTimer) clearTimeout(this.joinTimer);
-      if (this.progressTimer) clearTimeout(this.progressTimer);
+      this.watchdog.stop();
       this.o.signal?.removeEventListener('abort', abort);
       this.finished = true;
       this.socket.close();
       this.shared?.close();
-      this.zap?.close();
+      this.admission.close();
     }
   }
 
@@ -276,34 +303,6 @@ export class Coordinator {
     this.socket.linger = 1000; // let libzmq flush these after close()
     const sends = Promise.all([...this.peers.values()].map((identity) => this.socket.send([identity, ...frames]).catch(() => {})));
     await Promise.race([sends, new Promise((r) => setTimeout(r, 1000).unref())]);
-  }
-
-  /** Admits only the listed worker keys; refused handshakes are logged with the key, as they never reach pump(). */
-  private async startCurve(curve: CoordinatorCurve, context: Context): Promise<void> {
-    this.zap = await startZapHandler(context, curve.authorizedKeys, ({ publicKey, address, mechanism }) =>
-      this.log.warn(
-        { event: 'worker.unauthorized', publicKey, address, mechanism },
-        mechanism === 'CURVE'
-          ? `refused a connection from ${address || 'a peer'}: its CURVE key ${publicKey} is not in --curve-keys`
-          : `refused a connection from ${address || 'a peer'} without CURVE (${mechanism || 'no security'})`,
-      ),
-    );
-    this.socket.events.on('handshake:error:protocol', ({ address, error }) =>
-      this.log.warn({ event: 'worker.handshake_failed', address, reason: error.message }, `CURVE handshake with ${address} failed: ${error.message}`),
-    );
-    this.log.info({ event: 'curve.enabled', workers: curve.authorizedKeys.length }, `CURVE on: ${curve.authorizedKeys.length} worker keys admitted`);
-  }
-
-  private joinTimer: NodeJS.Timeout | null = null;
-  /** Armed while the run waits for workers; re-armed by every accepted weights or evaluation message. */
-  private progressTimer: NodeJS.Timeout | null = null;
-
-  private noteProgress(): void {
-    const ms = this.o.progressTimeoutMs ?? 0;
-    if (ms <= 0 || this.finished) return;
-    if (this.progressTimer) clearTimeout(this.progressTimer);
-    this.progressTimer = setTimeout(() => this.stalled(ms), ms);
-    this.progressTimer.unref?.();
   }
 
   /** The progress timeout fired: stop, naming the ranks whose weights or evaluation are missing. */
@@ -336,9 +335,6 @@ export class Coordinator {
     return { online: this.averager.online, offline: this.averager.offline, rounds: this.averager.round, state: this.averager.exportState() };
   }
 
-  private missingRanks(): number[] {
-    return Array.from({ length: this.o.plan.workers }, (_, r) => r).filter((r) => !this.peers.has(r));
-  }
 
   private fail(error: unknown): void {
     if (this.finished) return;
@@ -362,7 +358,7 @@ export class Coordinator {
         this.handle(identity, header, payload);
       } catch (e) {
         if (e instanceof ProtocolError) {
-          this.log.warn({ event: 'message.rejected', peer: identity.toString(), reason: e.message }, `rejected a message: ${e.message}`);
+          this.log.warn({ event: 'message.rejected', peer: peerName(identity), reason: e.message }, `rejected a message: ${e.message}`);
           continue;
         }
         this.fail(e);
@@ -372,9 +368,11 @@ export class Coordinator {
   }
 
   private handle(identity: Buffer, header: Header, payload: Buffer | undefined): void {
+    if (header.type === 'hello') return this.hello(identity, header);
+    // Everything else only from the connection welcomed for the header's rank (null: ignored).
+    const rank = this.admission.sender(identity, header);
+    if (rank === null) return;
     switch (header.type) {
-      case 'hello':
-        return this.hello(identity, header);
       case 'weights':
         return this.weights(header, payload);
       case 'eval':
@@ -382,7 +380,7 @@ export class Coordinator {
       case 'heartbeat':
         return;
       case 'error':
-        return this.fail(new WorkerFailure(`worker ${header.rank ?? '?'} reported: ${header.reason}`, header.rank ?? -1));
+        return this.fail(new WorkerFailure(`worker ${rank} reported: ${header.reason}`, rank));
       default:
         throw new ProtocolError(`unexpected '${header.type}' message at the coordinator`);
     }
@@ -394,37 +392,22 @@ export class Coordinator {
     return next;
   }
 
-  private refuse(identity: Buffer, rank: number, reason: string): void {
-    this.log.warn({ event: 'worker.refused', rank, reason }, `refused worker ${rank}: ${reason}`);
-    void this.send(identity, encode({ v: PROTOCOL_VERSION, type: 'error', reason }));
-  }
-
+  /** Checks a worker in (see admission.ts); the run starts once all K are in. */
   private hello(identity: Buffer, h: HeaderOf<'hello'>): void {
-    if (this.peers.has(h.rank)) {
-      return this.refuse(identity, h.rank, `rank ${h.rank} has already checked in (from another process); ranks must be unique`);
+    const verdict = this.admission.hello(identity, h);
+    if (!verdict.welcomed) {
+      this.log.warn({ event: 'worker.refused', rank: h.rank, peer: peerName(identity), reason: verdict.logged }, `refused worker ${h.rank}: ${verdict.logged}`);
+      void this.send(identity, encode({ v: PROTOCOL_VERSION, type: 'error', reason: verdict.reason }));
+      return;
     }
-    if (h.configHash !== this.o.configHash) {
-      const diff = h.config ? diffTraining(this.o.config, h.config as Partial<TrainingConfig>) : [];
-      return this.refuse(
-        identity,
-        h.rank,
-        `training config differs: coordinator hash ${this.o.configHash}, worker ${h.rank} hash ${h.configHash}` +
-          (diff.length ? ` (coordinator ≠ worker: ${diff.join('; ')})` : ''),
-      );
-    }
-    if (h.syncSize !== this.o.syncSize) {
-      return this.refuse(identity, h.rank, `vector size differs: coordinator ${this.o.syncSize} floats, worker ${h.rank} ${h.syncSize}`);
-    }
-    this.peers.set(h.rank, identity);
     const info = { rank: h.rank, pid: h.pid, host: h.host, backend: h.backend, cudaVisibleDevices: h.cudaVisibleDevices };
     this.log.info({ event: 'worker.joined', ...info }, `worker ${h.rank} joined (pid ${h.pid} on ${h.host}, backend ${h.backend})`);
     this.o.onJoin?.(info);
-    if (this.peers.size === this.o.plan.workers) this.start();
+    if (this.admission.complete) this.start();
   }
 
   private start(): void {
-    if (this.joinTimer) clearTimeout(this.joinTimer);
-    this.noteProgress();
+    this.watchdog.joined();
     this.log.info(
       { event: 'run.started', workers: this.o.plan.workers, rounds: this.o.plan.rounds, coordinatorHost: hostname() },
       `all ${this.o.plan.workers} workers in: ${this.o.plan.rounds} rounds of H=${this.o.plan.syncPeriod} steps`,
@@ -458,7 +441,8 @@ export class Coordinator {
       encodeMs: 0,
       offlineMs: 0,
       computeMs: 0,
-      loss: 0,
+      losses: new Array<number | null>(k).fill(null),
+      refused: [],
       samples: 0,
       step: 0,
       lr: 0,
@@ -484,13 +468,15 @@ export class Coordinator {
         `weights from rank ${h.rank} ${h.tensor.shared ? 'in shared memory, but this run sends tensors in frames' : 'in a frame, but this run moves tensors through shared memory'}`,
       );
     const view = h.tensor.shared ? IN_SHARED_MEMORY : this.payloadView(h.rank, h.tensor, payload);
-    this.noteProgress();
+    this.watchdog.progress();
     const now = performance.now();
     if (s.firstArrival === 0) s.firstArrival = now;
     s.bytes += h.tensor.count * bytesPerElement(h.tensor.dtype);
     if (h.tensor.chunk === 0) {
       s.computeMs = Math.max(s.computeMs, h.stats.computeMs);
-      s.loss += h.stats.loss / this.o.plan.workers;
+      s.losses[h.rank] = h.stats.loss;
+      // Known before any of its chunks is averaged: the whole contribution stays out of this round.
+      if (h.stats.loss === null) this.refuseContribution(s, h.rank, 'its loss is not finite');
       s.samples += h.stats.samples;
       s.step = h.step;
       s.lr = h.stats.lr ?? s.lr;
@@ -524,9 +510,9 @@ export class Coordinator {
     // This round's θ̄ is built in the averager's `incoming` buffer; the views cover only this chunk.
     const vector = this.averager.incoming;
     const target = vector.subarray(offset, offset + count);
-    if (this.shared) this.averageShared(vector, offset, count);
-    else if (this.codeTable) meanCodesRangeInto(target, s.pending[index] as Uint16Array[], this.codeTable, 0, count);
-    else this.stager.meanRangeInto(target, s.pending[index] as Float32Array[], 0, count);
+    if (this.shared) {
+      if (!this.averageShared(s, vector, offset, count)) return;
+    } else if (!this.averageFinite(s, target, s.pending[index] as (Float32Array | Uint16Array)[], count, offset)) return;
     s.pending[index].fill(null);
     s.chunksAveraged++;
     s.meanMs += performance.now() - t0;
@@ -559,17 +545,72 @@ export class Coordinator {
    * same range of the `average` file. Block by block: each rank's block is read straight into the kernel's
    * staging slots (the read is the transfer), averaged, and written out while it is still in cache.
    */
-  private averageShared(online: Float32Array, offset: number, count: number): void {
+  private averageShared(s: RoundState, online: Float32Array, offset: number, count: number): boolean {
     const shared = this.shared as SharedTensorFiles;
     const block = this.stager.blockFloats;
     const dtype = this.o.config.wireDtype;
+    const slots = this.codeTable ? this.codeSlots : Array.from({ length: this.o.plan.workers }, (_, j) => this.stager.slot(j));
     for (let start = offset; start < offset + count; start += block) {
       const n = Math.min(block, offset + count - start);
       for (let j = 0; j < this.o.plan.workers; j++) shared.read('weights', j, this.stager.slotBytes(j), start, n);
-      if (this.codeTable) meanCodesRangeInto(online.subarray(start, start + n), this.codeSlots, this.codeTable, 0, n);
-      else this.stager.meanOfSlots(online, start, n);
+      const kernel = s.refused.length === 0 && !this.codeTable;
+      if (kernel) this.stager.meanOfSlots(online, start, n);
+      if (!this.averageFinite(s, online.subarray(start, start + n), slots, n, start, kernel)) return false;
       shared.write('average', 0, tensorFrame(online, start, n, dtype, this.encodeScratch.subarray(start * 2, (start + n) * 2)), start);
     }
+    return true;
+  }
+
+  /**
+   * out[0, n) = the mean of the contributions not refused this round (`inputs[j]`, float32 or 16-bit codes,
+   * each indexed [0, n)), checked finite: by the SIMD kernel as it stores the mean (float32 with all K), else
+   * by one pass over the output while it is in cache — never a pass per input. Only when the output is not
+   * finite are the inputs looked at, to find and refuse the ranks at fault, and the mean is taken again
+   * without them (docs/algorithm.md#numerics). `done`: out already holds the kernel's mean of all K.
+   * @returns false when no contribution is left: the run has been failed with a DivergenceError.
+   */
+  private averageFinite(s: RoundState, out: Float32Array, inputs: readonly (Float32Array | Uint16Array)[], n: number, at: number, done = false): boolean {
+    for (;;) {
+      const kept = inputs.filter((_, j) => !s.refused.some((r) => r.rank === j));
+      if (kept.length === 0) {
+        this.fail(new DivergenceError(divergedMessage(s.round, s.refused), s.round));
+        return false;
+      }
+      let nonFinite: boolean;
+      if (done || (!this.codeTable && kept.length === this.o.plan.workers)) {
+        if (!done) this.stager.meanRangeInto(out, kept as Float32Array[], 0, n);
+        done = false;
+        nonFinite = this.stager.takeNonFinite();
+      } else {
+        if (this.codeTable) meanCodesRangeInto(out, kept as Uint16Array[], this.codeTable, 0, n);
+        else meanRangeInto(out, kept as Float32Array[], 0, n);
+        nonFinite = firstNonFinite(out, 0, n) >= 0;
+      }
+      if (!nonFinite) return true;
+      inputs.forEach((input, rank) => {
+        if (s.refused.some((r) => r.rank === rank)) return;
+        const i =
+          input instanceof Float32Array
+            ? firstNonFinite(input, 0, n)
+            : findNonFinite(new Uint8Array(input.buffer, input.byteOffset, n * 2), this.o.config.wireDtype);
+        if (i >= 0) this.refuseContribution(s, rank, `its weights are not finite at element ${at + i}`);
+      });
+    }
+  }
+
+  /**
+   * Leaves rank's contribution out of round s from now on. Refused at its first chunk (a non-finite loss, or
+   * a NaN there) it is out of the whole round; a NaN found in a later chunk leaves the chunks already averaged
+   * and sent — they were finite — as they are, since the pipeline has already sent them.
+   */
+  private refuseContribution(s: RoundState, rank: number, why: string): void {
+    if (s.refused.some((r) => r.rank === rank)) return;
+    s.refused.push({ rank, reason: why });
+    const left = this.o.plan.workers - s.refused.length;
+    this.log.warn(
+      { event: 'round.refused', round: s.round, rank, reason: why },
+      `refused rank ${rank}'s contribution to round ${s.round}: ${why}; ${left > 0 ? `the round averages the other ${left} worker${left > 1 ? 's' : ''}` : 'no worker is left'}`,
+    );
   }
 
   /** Runs the offline update and the bookkeeping of a completed round, if still pending. */
@@ -640,7 +681,7 @@ export class Coordinator {
       round: s.round,
       epoch: epochAfterRound(this.o.plan, s.round),
       step: s.step,
-      loss: s.loss,
+      loss: meanLoss(s),
       lr: s.lr,
       samples: s.samples,
       wallMs,
@@ -654,6 +695,7 @@ export class Coordinator {
       sendMs: Math.max(0, wallMs - s.computeMs - waitMs - averageMs),
       bytes: s.bytes,
       commMs: Math.max(0, wallMs - s.computeMs),
+      ...(s.refused.length ? { refused: s.refused.map((r) => r.rank).sort((a, b) => a - b) } : {}),
     };
     this.o.onRound?.(record);
   }
@@ -684,7 +726,7 @@ export class Coordinator {
     if (!tally) throw new ProtocolError(`evaluation of round ${h.round} from rank ${h.rank}, which was not an evaluation round`);
     if (tally.ranks.has(h.rank)) throw new ProtocolError(`duplicate evaluation of round ${h.round} from rank ${h.rank}`);
     tally.ranks.add(h.rank);
-    this.noteProgress();
+    this.watchdog.progress();
     tally.online = addTally(tally.online, h.online);
     tally.offline = addTally(tally.offline, h.offline);
     if (tally.ranks.size < this.o.plan.workers) return;
@@ -706,6 +748,30 @@ export class Coordinator {
     this.finished = true;
     this.resolveRun(this.snapshot());
   }
+}
+
+/**
+ * A one-line error naming the endpoint for a failed bind or connect: a malformed endpoint is the user's
+ * option (ConfigError, exit 2), an address in use or a folder without permission is the machine's
+ * (ResourceError, exit 1).
+ */
+export function endpointError(endpoint: string, what: 'bind' | 'connect', e: unknown): Error {
+  const code = String((e as { code?: unknown })?.code ?? '');
+  const message = (e as Error)?.message ?? String(e);
+  const flag = what === 'bind' ? '--bind' : '--connect';
+  if (code === 'EINVAL' || code === 'EPROTONOSUPPORT' || code === 'ENODEV' || code === 'ENOCOMPATPROTO')
+    return new ConfigError(`${flag} ${endpoint}: not a usable ZeroMQ endpoint (${message}); expected e.g. tcp://0.0.0.0:5555 or ipc:///tmp/hwa.sock`);
+  if (code === 'ENOENT' && endpoint.startsWith('ipc://'))
+    return new ResourceError(`cannot ${what} ${endpoint}: the folder of that socket file does not exist`);
+  if (code === 'EADDRINUSE')
+    return new ResourceError(`cannot ${what} ${endpoint}: the address is already in use (another coordinator or service listens there; choose another port)`);
+  return new ResourceError(`cannot ${what} ${endpoint}: ${message}${code ? ` (${code})` : ''}`);
+}
+
+/** The round's mean training loss over the contributions that counted. */
+function meanLoss(s: RoundState): number {
+  const losses = s.losses.filter((l, rank): l is number => l !== null && !s.refused.some((r) => r.rank === rank));
+  return losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : NaN;
 }
 
 function zero(): EvalTally {

@@ -5,8 +5,9 @@
  *
  * Two kernels: {@link meanRangeInto} for float32 inputs, and {@link meanCodesRangeInto} for 16-bit wire codes
  * (float16 / bfloat16), which decodes through a lookup table inside the same loop, so a half-precision round
- * reads each received byte once instead of decoding into a float32 scratch vector first (issue 4). Both keep
- * the arithmetic of the reference trainer: averaging is always in float32 inputs, float64 sums.
+ * reads each received byte once instead of decoding into a float32 scratch vector first. Both keep the
+ * arithmetic of the reference trainer: averaging is always in float32 inputs, float64 sums
+ * (docs/algorithm.md#online-average).
  */
 import { ConfigError } from './errors.js';
 
@@ -96,4 +97,16 @@ export function meanCodesRangeInto(
 export function meanInto(out: Float32Array, inputs: readonly Float32Array[]): Float32Array {
   checkSameLength(out, inputs);
   return meanRangeInto(out, inputs, 0, out.length);
+}
+
+/**
+ * Index of the first NaN or ±Inf in v[start, end), or −1. Reads the exponent bits (one integer test per
+ * float, no allocation): the check that keeps non-finite weights out of θ̄ (docs/algorithm.md#numerics), run
+ * on averaged output while it is still in cache, and on an input only once the output showed that some input
+ * is not finite.
+ */
+export function firstNonFinite(v: Float32Array, start = 0, end: number = v.length): number {
+  const bits = new Uint32Array(v.buffer, v.byteOffset, v.length);
+  for (let i = start; i < end; i++) if ((bits[i] & 0x7f800000) === 0x7f800000) return i;
+  return -1;
 }

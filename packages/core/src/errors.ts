@@ -35,3 +35,23 @@ export class WorkerFailure extends HwaError {
     super(message);
   }
 }
+
+/**
+ * Training diverged: in some round no worker's contribution was finite, so θ̄ would have turned NaN/±Inf.
+ * The run stops with the checkpoint of the last finite round (docs/algorithm.md#numerics).
+ */
+export class DivergenceError extends HwaError {
+  constructor(
+    message: string,
+    /** The round that could not be completed. */
+    readonly round: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * A file or network endpoint could not be used (disk full, no permission, address in use, bad endpoint). The
+ * message names the file or endpoint and the system's reason, in one line.
+ */
+export class ResourceError extends HwaError {}

@@ -1,14 +1,15 @@
 /**
- * The coordinator's side of HWA (DESIGN §1) as a pure state machine: per round it takes the K workers'
- * vectors, forms the online average θ̄, feeds the offline average and says what the workers restart from.
+ * The coordinator's side of HWA (docs/algorithm.md#the-loop) as a pure state machine: per round it takes the
+ * K workers' vectors, forms the online average θ̄, feeds the offline average and says what the workers
+ * restart from.
  *
  * Vector layout: the first `modelSize` floats are the model (trainable weights, then BatchNorm statistics);
  * with `--momentum-sync average` the workers append their momentum buffers, which are averaged online but
  * never enter the offline average.
  */
-import { meanInto } from './average.js';
+import { firstNonFinite, meanInto } from './average.js';
 import type { TrainingConfig } from './config.js';
-import { ConfigError } from './errors.js';
+import { ConfigError, DivergenceError } from './errors.js';
 import type { OfflineAverager, OfflineState } from './offline.js';
 import { feedsOffline, makeOfflineAverager, type RunPlan } from './plan.js';
 
@@ -118,6 +119,35 @@ export class HierarchicalAverager {
   }
 
   /**
+   * completeRound for contributions that may not be finite (docs/algorithm.md#numerics): a rank whose loss
+   * (`losses[k]`, null or not finite) or vector holds a NaN or ±Inf is refused for this round and θ̄ is the
+   * mean of the others. The check costs one pass over θ̄, not one per vector: inputs are looked at only when
+   * θ̄ came out non-finite. With all K finite the result is completeRound's, bit for bit.
+   * @returns the refused ranks with the reason of each.
+   * @throws DivergenceError when no contribution is finite; the state is then left at the last round.
+   */
+  completeFiniteRound(vectors: readonly Float32Array[], losses: readonly (number | null)[]): Refusal[] {
+    if (vectors.length !== this.plan.workers)
+      throw new ConfigError(`round needs ${this.plan.workers} vectors, got ${vectors.length}`);
+    const refused: Refusal[] = [];
+    losses.forEach((loss, rank) => {
+      if (loss === null || !Number.isFinite(loss)) refused.push({ rank, reason: `its loss is ${String(loss ?? 'not finite')}` });
+    });
+    for (;;) {
+      const kept = vectors.filter((_, k) => !refused.some((r) => r.rank === k));
+      if (kept.length === 0) throw new DivergenceError(divergedMessage(this.round + 1, refused), this.round + 1);
+      meanInto(this.incoming, kept);
+      if (firstNonFinite(this.incoming) < 0) break;
+      vectors.forEach((v, rank) => {
+        const at = refused.some((r) => r.rank === rank) ? -1 : firstNonFinite(v);
+        if (at >= 0) refused.push({ rank, reason: `its weights hold ${v[at]} at element ${at}` });
+      });
+    }
+    this.finishRound();
+    return refused.sort((a, b) => a.rank - b.rank);
+  }
+
+  /**
    * Finishes a round whose online average the caller already wrote into `incoming` (the chunked, pipelined
    * coordinator averages chunk by chunk as they arrive): it becomes `online`.
    */
@@ -146,4 +176,16 @@ export interface AveragerState {
   online: Float32Array;
   /** The offline averager's state (null in modes that keep none). */
   offline: OfflineState | null;
+}
+
+/** A rank's contribution refused for one round, and why. */
+export interface Refusal {
+  rank: number;
+  reason: string;
+}
+
+/** The message of a round in which no contribution was finite. */
+export function divergedMessage(round: number, refused: readonly Refusal[]): string {
+  const why = [...refused].sort((a, b) => a.rank - b.rank).map((r) => `rank ${r.rank}: ${r.reason}`).join('; ');
+  return `training diverged: no worker's contribution to round ${round} was finite (${why}); the run stops at round ${round - 1}, the last finite one (a lower --lr or more --warmup-steps may help)`;
 }

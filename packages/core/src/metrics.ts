@@ -50,6 +50,11 @@ export interface RoundRecord {
    * wall time that synchronizing costs is commMs / wallMs.
    */
   commMs?: number;
+  /**
+   * Ranks whose contribution to this round was refused because their loss or weights were not finite;
+   * θ̄ is then the mean of the others' vectors. Absent when every rank counted.
+   */
+  refused?: number[];
 }
 
 export interface EvalRecord {

@@ -14,18 +14,18 @@
  * (inputs already in the slots) 12–17 / 20–26 ms, of which ~6 ms is copying the result out of wasm memory.
  */
 import { Buffer } from 'node:buffer';
-import { meanRangeInto } from './average.js';
+import { firstNonFinite, meanRangeInto } from './average.js';
 import { ConfigError } from './errors.js';
 import { MEAN_WASM_BASE64 } from './wasm/mean-wasm.js';
 
 /** The exports of mean.wat; every kernel takes byte addresses and a float count: (out, src, stride, k, n). */
 interface MeanKernels {
-  /** Any K ≥ 1, dividing by K. */
-  mean(out: number, src: number, stride: number, k: number, n: number): void;
+  /** Any K ≥ 1, dividing by K. Each kernel returns 1 when an output float is NaN or ±Inf, else 0. */
+  mean(out: number, src: number, stride: number, k: number, n: number): number;
   /** K = 2 only (multiplies by 0.5, which is exact). */
-  mean2(out: number, src: number, stride: number, k: number, n: number): void;
+  mean2(out: number, src: number, stride: number, k: number, n: number): number;
   /** K = 4 only (multiplies by 0.25, which is exact). */
-  mean4(out: number, src: number, stride: number, k: number, n: number): void;
+  mean4(out: number, src: number, stride: number, k: number, n: number): number;
 }
 
 /** The part of the WebAssembly JS API used here; the project's libs (ES2022, @types/node 20) do not declare it. */
@@ -85,6 +85,8 @@ export class StagedMean {
   private readonly stride: number;
   /** The mean.wat kernel for this K; undefined for K = 1 (a copy) and without SIMD. */
   private readonly kernel: MeanKernels['mean'] | undefined;
+  /** An output float of a mean since the last {@link takeNonFinite} was NaN or ±Inf. */
+  private nonFinite = false;
 
   /**
    * @param workers K, the number of vectors averaged (one staging slot each); a positive integer.
@@ -175,7 +177,11 @@ export class StagedMean {
       if (v.length < end)
         throw new ConfigError(`StagedMean.meanRangeInto: input ${j} has ${v.length} floats, shorter than end=${end}`);
     });
-    if (this.kernel === undefined) return meanRangeInto(out, inputs, start, end);
+    if (this.kernel === undefined) {
+      meanRangeInto(out, inputs, start, end);
+      this.nonFinite ||= firstNonFinite(out, start, end) >= 0;
+      return out;
+    }
     const block = this.blockFloats;
     for (let s = start; s < end; s += block) {
       const e = Math.min(s + block, end);
@@ -186,16 +192,29 @@ export class StagedMean {
     return out;
   }
 
+  /**
+   * Whether an output float of the means since the last call was NaN or ±Inf, and resets that. The
+   * SIMD kernels find out while they store the mean, so checking costs no pass of its own; the K = 1 copy and
+   * the JS fallback check their output block while it is in cache.
+   */
+  takeNonFinite(): boolean {
+    const seen = this.nonFinite;
+    this.nonFinite = false;
+    return seen;
+  }
+
   /** meanOfSlots without the argument checks. */
   private meanBlock(out: Float32Array, outOffset: number, count: number): void {
     const whole = count === this.blockFloats;
     if (this.workers === 1) {
       out.set(whole ? this.slots[0] : this.slots[0].subarray(0, count), outOffset);
+      this.nonFinite ||= firstNonFinite(this.slots[0], 0, count) >= 0;
     } else if (this.kernel !== undefined) {
-      this.kernel(this.workers * this.stride, 0, this.stride, this.workers, count);
+      if (this.kernel(this.workers * this.stride, 0, this.stride, this.workers, count) !== 0) this.nonFinite = true;
       out.set(whole ? this.outSlot : this.outSlot.subarray(0, count), outOffset);
     } else {
       meanRangeInto(this.outSlot, this.slots, 0, count);
+      this.nonFinite ||= firstNonFinite(this.outSlot, 0, count) >= 0;
       out.set(whole ? this.outSlot : this.outSlot.subarray(0, count), outOffset);
     }
   }

@@ -1,10 +1,11 @@
 /**
- * The in-process reference trainer: the whole of DESIGN §1 with K simulated workers in one process
- * (`hwa train --in-process`). Every number goes through the same pieces the distributed runtime uses —
- * LocalTrainer per worker, HierarchicalAverager for the rounds, sharded evaluation — minus the sockets, so it
- * is the oracle the multi-process run is checked against.
+ * The in-process reference trainer: the whole loop of docs/algorithm.md#the-loop with K simulated workers in
+ * one process (`hwa train --in-process`). Every number goes through the same pieces the distributed runtime
+ * uses — LocalTrainer per worker, HierarchicalAverager for the rounds, sharded evaluation — minus the sockets,
+ * so it is the oracle the multi-process run is checked against (docs/algorithm.md#determinism-and-the-oracle-test).
  */
 import {
+  DivergenceError,
   HierarchicalAverager,
   addTally,
   epochAfterRound,
@@ -26,6 +27,8 @@ export interface RunHooks {
   onRound?(record: RoundRecord): void;
   /** Called after every evaluation. */
   onEval?(record: EvalRecord): void;
+  /** Called when a rank's contribution to a round is refused (its loss or weights were not finite). */
+  onRefused?(round: number, rank: number, reason: string): void;
   /** Polled between rounds; returning true stops the run after the current round. */
   shouldStop?(): boolean;
 }
@@ -42,6 +45,11 @@ export interface ReferenceResult {
   evals: EvalRecord[];
   /** Trainer of rank 0, left loaded with the last restart vector (used for export). */
   trainer: LocalTrainer;
+  /**
+   * Set when a round had no finite contribution: the run stopped there, and online/offline/state are those of
+   * the last finite round (what the checkpoint must hold).
+   */
+  diverged?: DivergenceError;
 }
 
 /** Evaluates online and offline weights with each worker scoring its own shard, then reloads `restart`. */
@@ -71,6 +79,7 @@ export async function trainInProcess(config: TrainingConfig, data: DatasetPair, 
   const rounds: RoundRecord[] = [];
   const evals: EvalRecord[] = [];
   for (const t of trainers) t.load(averager.restart);
+  let diverged: DivergenceError | undefined;
 
   for (let round = 1; round <= plan.rounds; round++) {
     const started = performance.now();
@@ -80,13 +89,23 @@ export async function trainInProcess(config: TrainingConfig, data: DatasetPair, 
       return result;
     });
     const averageStart = performance.now();
-    averager.completeRound(vectors);
+    let refused;
+    try {
+      // The same refusals as the coordinator's: a rank whose loss or weights are not finite does not count.
+      refused = averager.completeFiniteRound(vectors, results.map((r) => r.loss));
+    } catch (error) {
+      if (!(error instanceof DivergenceError)) throw error;
+      diverged = error;
+      break;
+    }
+    for (const r of refused) hooks.onRefused?.(round, r.rank, r.reason);
+    const accepted = results.filter((_, k) => !refused.some((r) => r.rank === k));
     const averageMs = performance.now() - averageStart;
     const record: RoundRecord = {
       round,
       epoch: epochAfterRound(plan, round),
       step: results[0].step,
-      loss: results.reduce((a, r) => a + r.loss, 0) / results.length,
+      loss: accepted.reduce((a, r) => a + r.loss, 0) / accepted.length,
       lr: results[0].lr,
       samples: results.reduce((a, r) => a + r.samples, 0),
       wallMs: 0,
@@ -96,6 +115,7 @@ export async function trainInProcess(config: TrainingConfig, data: DatasetPair, 
       waitMs: 0,
       averageMs,
       bytes: 0,
+      ...(refused.length ? { refused: refused.map((r) => r.rank) } : {}),
     };
     // Round time covers training and averaging; evaluation is not part of a round (as in the distributed run,
     // where workers evaluate between rounds and the coordinator's round clock does not see it).
@@ -111,12 +131,16 @@ export async function trainInProcess(config: TrainingConfig, data: DatasetPair, 
       evals.push(evalRecord);
       hooks.onEval?.(evalRecord);
     }
-    for (const t of trainers) t.load(averager.restart);
+    trainers.forEach((t, k) => {
+      t.load(averager.restart);
+      // As the worker loop does: momentum no sync carries must not carry a non-finite round on.
+      if (!Number.isFinite(results[k].loss) && t.localStateSize > 0) t.writeLocalState(new Float32Array(t.localStateSize));
+    });
     rounds.push(record);
     hooks.onRound?.(record);
     await new Promise<void>((resolve) => setImmediate(resolve));
     if (hooks.shouldStop?.()) break;
   }
   for (const t of trainers.slice(1)) t.dispose();
-  return { plan, online: averager.online, offline: averager.offline, state: averager.exportState(), rounds, evals, trainer: trainers[0] };
+  return { plan, online: averager.online, offline: averager.offline, state: averager.exportState(), rounds, evals, trainer: trainers[0], diverged };
 }

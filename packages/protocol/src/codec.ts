@@ -1,5 +1,6 @@
 /**
- * Frames in, frames out: a msgpack header frame plus at most one raw tensor frame (DESIGN §3, §6).
+ * Frames in, frames out: a msgpack header frame plus at most one raw tensor frame (docs/protocol.md#frames;
+ * why tensors stay out of msgpack: docs/measurements.md#moving-weights).
  *
  * Copies are what this module exists to avoid. A float32 tensor goes out as a view of the caller's vector
  * (zeromq.js sends buffers over 128 bytes without copying) and comes in as a view of the received frame

@@ -9,10 +9,17 @@
  * Keys are Z85 text (40 characters, libzmq's format), one per file; secret files are written mode 0600.
  * A worker whose key is not listed is refused at the handshake: the coordinator logs the key, the worker
  * gets a handshake error and says so instead of waiting.
+ *
+ * The handshake only proves that a peer holds *some* listed key: libzmq does not tell the application which
+ * key a message came with. So each key is bound to its rank one level up (docs/protocol.md#curve-and-zap):
+ * the worker's hello carries {@link helloProof}, an HMAC keyed with the X25519 secret that only worker-<k>'s
+ * secret key and the coordinator's secret key can compute, and the coordinator refuses a hello whose proof is
+ * not rank k's.
  */
+import { createHmac, createPrivateKey, createPublicKey, diffieHellman, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError } from '@hwa/core';
+import { ConfigError, ResourceError } from '@hwa/core';
 import { Context, Reply, curveKeyPair } from 'zeromq';
 
 /** What the coordinator's ROUTER needs. */
@@ -21,6 +28,8 @@ export interface CoordinatorCurve {
   secretKey: string;
   /** Z85 public keys of the workers allowed in. */
   authorizedKeys: string[];
+  /** Worker k's Z85 public key at index k (from worker-<k>.public): the key a rank-k hello must prove. */
+  rankKeys?: Record<number, string>;
 }
 
 /** What a worker's DEALER needs. */
@@ -37,7 +46,14 @@ const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
 function readKey(dir: string, name: string): string {
   const file = join(dir, name);
   if (!existsSync(file)) throw new ConfigError(`--curve-keys ${dir}: no ${name} (make the folder with \`hwa keys --dir ${dir} --workers K\`)`);
-  const key = readFileSync(file, 'utf8').trim();
+  let key: string;
+  try {
+    key = readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    // One line naming the file (issue 9), e.g. a secret key of mode 0600 read by another user in a container.
+    const err = e as NodeJS.ErrnoException;
+    throw new ResourceError(`--curve-keys ${dir}: cannot read ${name}: ${err.code === 'EACCES' ? 'permission denied (EACCES): the key files must be readable by the user hwa runs as' : `${err.message}`}`);
+  }
   if (!Z85_KEY.test(key)) throw new ConfigError(`--curve-keys ${dir}: ${name} does not hold a 40-character Z85 CURVE key`);
   return key;
 }
@@ -69,7 +85,9 @@ export function coordinatorCurve(dir: string): CoordinatorCurve {
   const secretKey = readKey(dir, 'coordinator.secret');
   const publics = readdirSync(dir).filter((f) => /^worker-\d+\.public$/.test(f)).sort();
   if (publics.length === 0) throw new ConfigError(`--curve-keys ${dir}: no worker-<k>.public, so no worker could join`);
-  return { secretKey, authorizedKeys: publics.map((f) => readKey(dir, f)) };
+  const rankKeys: Record<number, string> = {};
+  for (const f of publics) rankKeys[Number(/^worker-(\d+)\.public$/.exec(f)?.[1])] = readKey(dir, f);
+  return { secretKey, authorizedKeys: Object.values(rankKeys), rankKeys };
 }
 
 /** Worker `rank`'s keys from `dir`. */
@@ -97,6 +115,46 @@ export function z85Encode(bytes: Uint8Array): string {
     out += group.join('');
   }
   return out;
+}
+
+/** The 32 bytes of Z85 text (ZeroMQ RFC 32), e.g. a 40-character CURVE key. */
+export function z85Decode(text: string): Buffer {
+  if (text.length % 5 !== 0) throw new RangeError(`z85Decode: ${text.length} characters is not a multiple of 5`);
+  const out = Buffer.alloc((text.length / 5) * 4);
+  for (let i = 0; i < text.length; i += 5) {
+    let value = 0;
+    for (let j = 0; j < 5; j++) {
+      const digit = Z85_CHARS.indexOf(text[i + j]);
+      if (digit < 0) throw new RangeError(`z85Decode: '${text[i + j]}' is not a Z85 character`);
+      value = value * 85 + digit;
+    }
+    out.writeUInt32BE(value >>> 0, (i / 5) * 4);
+  }
+  return out;
+}
+
+// DER wrappings of raw X25519 keys (RFC 8410), so node:crypto can use CurveZMQ's raw 32-byte keys.
+const X25519_PKCS8 = Buffer.from('302e020100300506032b656e04220420', 'hex');
+const X25519_SPKI = Buffer.from('302a300506032b656e032100', 'hex');
+
+/**
+ * The proof a CURVE worker of `rank` puts in its hello, or the one the coordinator expects: HMAC-SHA256 over
+ * the rank and the connection's routing id, keyed with X25519(ownSecret, peerPublic) — the same secret on
+ * both sides (worker: its secret key and coordinator.public; coordinator: its secret key and
+ * worker-<rank>.public). The traffic is encrypted, so no other peer sees a proof to replay it.
+ */
+export function helloProof(ownSecretKey: string, peerPublicKey: string, rank: number, routingId: Uint8Array): string {
+  const privateKey = createPrivateKey({ key: Buffer.concat([X25519_PKCS8, z85Decode(ownSecretKey)]), format: 'der', type: 'pkcs8' });
+  const publicKey = createPublicKey({ key: Buffer.concat([X25519_SPKI, z85Decode(peerPublicKey)]), format: 'der', type: 'spki' });
+  const shared = diffieHellman({ privateKey, publicKey });
+  return createHmac('sha256', shared).update(`hwa hello rank ${rank} routing id `).update(routingId).digest('hex');
+}
+
+/** Whether two hex proofs are equal, in constant time. */
+export function sameProof(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex');
+  const y = Buffer.from(b, 'hex');
+  return x.length === y.length && x.length > 0 && timingSafeEqual(x, y);
 }
 
 /** The coordinator's ZAP handler: answers libzmq's authentication requests for one ZeroMQ context. */

@@ -1,7 +1,8 @@
 /**
  * Wire dtypes: float32 ⇄ IEEE 754 half (float16) and float32 ⇄ bfloat16, bit-exact and allocation-free.
  *
- * Weights are averaged in float32 (or wider); float16/bfloat16 only halve the bytes on the wire (DESIGN §3).
+ * Weights are averaged in float32 (or wider); float16/bfloat16 only halve the bytes on the wire
+ * (docs/protocol.md#wire-dtypes).
  * Every converter works on integer views of the caller's arrays in one loop and writes into an output the
  * caller owns, so a 25M-float round costs no allocation. Rounding is round-to-nearest-even everywhere, as in
  * the hardware conversions (`vcvtps2ph` with rounding mode 0, `torch.Tensor.half()` / `.bfloat16()`), so a

@@ -1,6 +1,6 @@
 /**
  * @hwa/protocol — the messages between coordinator and workers, their frames, and their validation
- * (DESIGN §3). Knows nothing of training: it moves headers and flat float vectors.
+ * (docs/protocol.md). Knows nothing of training: it moves headers and flat float vectors.
  *
  * - `messages`: the header types and PROTOCOL_VERSION.
  * - `codec`: encode/decode of frames, zero-copy tensor frames.

@@ -1,8 +1,8 @@
 /**
- * The messages coordinator and workers exchange (DESIGN §3). Each is a multipart ZeroMQ message: frame 0 a
- * msgpack header (one of the types below), then — for the four tensor types only — exactly one raw
- * little-endian payload frame holding `tensor.count` elements of `tensor.dtype`. Tensor bytes never go inside
- * msgpack: msgpackr copies typed arrays and hands them back at unaligned offsets (DESIGN §6).
+ * The messages coordinator and workers exchange (docs/protocol.md#messages). Each is a multipart ZeroMQ
+ * message: frame 0 a msgpack header (one of the types below), then — for the four tensor types only — exactly
+ * one raw little-endian payload frame holding `tensor.count` elements of `tensor.dtype`. Tensor bytes never go
+ * inside msgpack: msgpackr copies typed arrays and hands them back at unaligned offsets (docs/protocol.md#frames).
  *
  * Conversation of one run:
  * ```
@@ -11,14 +11,16 @@
  *          if average.evaluate: coordinator → offline (+ θ_HWA chunks); worker → eval
  * coordinator → done          (either side may send error; workers send heartbeat while busy)
  * ```
- * Added to DESIGN §3's list: `offline` (θ_HWA, so workers can evaluate both models) and `eval` (their results);
- * optional `hello.config` and `weights.stats.lr`, which coordinator and worker use for diagnostics.
+ * `offline` carries θ_HWA so that workers can evaluate both models, and `eval` their results; the optional
+ * `hello.config` and `weights.stats.lr` serve diagnostics only.
  * Version 2 added `welcome.shared` and `tensor.shared` (tensors through shared memory, `--transport shm`).
+ * Version 3 added `hello.proof` (a CURVE worker proves it holds its rank's key) and lets
+ * `weights.stats.loss` be null (the worker's loss was not finite: the coordinator refuses that contribution).
  */
 import type { WireDtype } from '@hwa/core';
 
 /** Bump on any change to a header's fields or meaning; peers of different versions refuse each other. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** The `v` field of every header this code builds or accepts. */
 export type ProtocolVersion = typeof PROTOCOL_VERSION;
@@ -68,7 +70,10 @@ export interface HelloHeader {
   /** Protocol version ({@link PROTOCOL_VERSION}). */
   v: ProtocolVersion;
   type: 'hello';
-  /** The worker's rank, also its routing id. */
+  /**
+   * The worker's rank. The coordinator binds it to the connection (routing id) the hello came on; every later
+   * message of that rank must come on that connection.
+   */
   rank: number;
   /** Process id, for logs and for the launcher to match processes. */
   pid: number;
@@ -89,6 +94,12 @@ export interface HelloHeader {
   syncSize: number;
   /** Trainable parameters of the model. */
   modelSize: number;
+  /**
+   * CURVE runs only: hex HMAC-SHA256 keyed with the X25519 secret shared by this rank's key pair and the
+   * coordinator's, over the rank and the connection's routing id (see `helloProof` in curve.ts). It binds a
+   * worker key to its rank: a listed key presented as another rank is refused.
+   */
+  proof?: string;
 }
 
 /** Coordinator → worker, answering hello: the world size and the start vector (payload). */
@@ -113,8 +124,8 @@ export interface WelcomeHeader {
 
 /** What a worker measured during its H local steps. */
 export interface WeightsStats {
-  /** Mean training loss over the round's steps. */
-  loss: number;
+  /** Mean training loss over the round's steps; null when it was not finite (NaN or ±Inf). */
+  loss: number | null;
   /** Milliseconds spent computing the round's steps. */
   computeMs: number;
   /** Training samples seen in the round. */

@@ -4,7 +4,8 @@
  * Why: on one host a ZeroMQ round moves every byte through the kernel's socket buffers twice per direction,
  * and libzmq allocates a fresh buffer per message; a write into a file in /dev/shm (tmpfs, i.e. page-cache
  * pages that stay in place round after round) is one memcpy, and so is the read on the other side — about
- * 14 ms per 100 MB each way here, against 130–200 ms for a ZeroMQ echo of the same bytes (DESIGN §6).
+ * 14 ms per 100 MB each way here, against 130–200 ms for a ZeroMQ echo of the same bytes
+ * (docs/measurements.md#shared-memory-vs-sockets).
  * It is what NCCL and gloo do between processes of one machine, in plain files so Node needs no addon.
  *
  * The headers still travel over the ZeroMQ socket; only the tensor bytes move. A message whose
@@ -51,7 +52,8 @@ const DIR_PREFIX = 'hwa-';
  * The chunks of a round's weights/average/offline messages. Through shared memory a whole vector is one
  * message: a chunk's header costs a socket round trip but saves no copy, and on the 2-core reference machine
  * 25M floats K=2 took a median 70.6 ms unchunked against 82.7 (2Mi floats), 100 (256Ki) and 133 ms (64Ki) per
- * round (`npm run bench:comm -- --transports shm --chunk-floats 64k,256k,2M,0`). The coordinator still
+ * round (`npm run bench:comm -- --sizes 25M --transports shm --chunk-floats 65536,262144,2097152,0`;
+ * docs/measurements.md#chunk-size). The coordinator still
  * averages in cache-sized blocks. Frames (ipc, tcp) keep `chunkFloats`.
  */
 export function roundChunkPlan(floats: number, chunkFloats: number, shared: boolean): Chunk[] {

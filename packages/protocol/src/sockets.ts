@@ -6,7 +6,11 @@
  * const router = new Router({ ...socketOptions.router });           // coordinator
  * const dealer = new Dealer({ ...socketOptions.dealer, routingId: routingId(rank) });   // worker
  * ```
+ * The run's own coordinator and workers do not address ranks by routing id (issue 9): a worker connects with
+ * {@link randomRoutingId} and the coordinator binds the rank its hello names to that connection, with
+ * `handover` off, so no one presenting a welcomed worker's id can take its connection over.
  */
+import { randomBytes } from 'node:crypto';
 import { ProtocolError } from '@hwa/core';
 import type { Dealer, Router, SocketOptions } from 'zeromq';
 import { decode, encode, type DecodeOptions, type Decoded, type Frame } from './codec.js';
@@ -30,7 +34,7 @@ import { MAX_HEADER_BYTES, describeValue } from './validate.js';
  *   a handful of messages per peer and zeromq.js queues outgoing buffers by reference, not by copy.
  *   Memory per message is bounded with `maxMessageSize` instead (see {@link maxMessageSize}).
  * - Kernel buffers (`sendBufferSize`/`receiveBufferSize`): OS default; Linux autotunes TCP windows, and the
- *   100 MB echo already runs at ~1 GB/s on loopback (DESIGN §6).
+ *   100 MB echo already runs at ~1 GB/s on loopback (docs/measurements.md#moving-weights).
  */
 export const socketOptions = {
   /** For the coordinator's ROUTER. */
@@ -46,6 +50,18 @@ export const socketOptions = {
  */
 export function maxMessageSize(floats: number): number {
   return Math.max(floats * 4, MAX_HEADER_BYTES) + 1024;
+}
+
+/**
+ * A worker's routing id for one run: `w<rank>-` and 16 random hex bytes. The coordinator binds the rank to
+ * whichever routing id its hello came with and accepts that rank's later messages only from it, so the id must
+ * not be guessable: a stranger who connected first with a rank's predictable id (`w0`) would shadow the
+ * honest worker (libzmq ignores a second connection with a taken id). It never starts with a zero byte
+ * (reserved by libzmq), and stays fixed across reconnects, so a dropped tcp connection resumes.
+ */
+export function randomRoutingId(rank: number): string {
+  if (!(Number.isSafeInteger(rank) && rank >= 0)) throw new RangeError(`rank ${rank} is not a non-negative integer`);
+  return `w${rank}-${randomBytes(16).toString('hex')}`;
 }
 
 /** The DEALER routing id of a rank: its decimal digits (never starts with a zero byte, as libzmq requires). */

@@ -1,6 +1,7 @@
 /**
  * Validation at the edge: every header that arrives is checked here before any other code looks at it, so a
- * malformed, stale or hostile message is rejected with a reason and never reaches a round (DESIGN §3).
+ * malformed, stale or hostile message is rejected with a reason and never reaches a round
+ * (docs/protocol.md#validation).
  *
  * Order of checks: plain object → protocol version (first, so a version skew says so instead of listing
  * fields) → known type → direction (when the role is known) → fields and their types (zod, strict: an unknown
@@ -89,6 +90,7 @@ const schemas = {
       cudaVisibleDevices: z.string().nullable(),
       syncSize: count(),
       modelSize: count(),
+      proof: z.string().regex(/^[0-9a-f]{64}$/).optional(),
     })
     .strict(),
   welcome: z
@@ -111,7 +113,8 @@ const schemas = {
       step: count(),
       stats: z
         .object({
-          loss: finite(),
+          // null: the worker's loss was not finite (msgpack could carry NaN, but a number here is always finite).
+          loss: finite().nullable(),
           computeMs: finite().min(0),
           samples: count(),
           sendWaitMs: finite().min(0).optional(),

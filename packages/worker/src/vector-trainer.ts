@@ -18,6 +18,8 @@ export interface VectorTrainerOptions {
    * back exactly as loaded and runRound reports computeMs 0.
    */
   step?: (vector: Float32Array, round: number) => void;
+  /** The training loss runRound reports for round `round` (default 0). */
+  loss?: (round: number) => number;
   /** Stands in for evaluation (default: an empty tally). */
   evaluate?: (modelVector: Float32Array) => EvalTally;
 }
@@ -48,10 +50,11 @@ export class VectorTrainer implements WorkerTrainer {
 
   runRound(round: number): { loss: number; samples: number; computeMs: number; lr: number; step: number } {
     this.steps += this.plan.syncPeriod;
-    if (!this.o.step) return { loss: 0, samples: 0, computeMs: 0, lr: 0, step: this.steps };
+    const loss = this.o.loss?.(round) ?? 0;
+    if (!this.o.step) return { loss, samples: 0, computeMs: 0, lr: 0, step: this.steps };
     const t0 = performance.now();
     this.o.step(this.vector, round);
-    return { loss: 0, samples: 0, computeMs: performance.now() - t0, lr: 0, step: this.steps };
+    return { loss, samples: 0, computeMs: performance.now() - t0, lr: 0, step: this.steps };
   }
 
   /** The held vector itself (no copy): nothing changes it until the next `load`. */

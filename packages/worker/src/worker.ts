@@ -1,11 +1,13 @@
 /**
  * The worker role: one DEALER socket to the coordinator, one LocalTrainer. The loop below is the whole of
- * a worker's life (DESIGN §1): check in, then per round train H steps, send the vector, receive the average
- * (and θ_HWA when needed), evaluate a test shard at evaluation rounds, restart from the average.
+ * a worker's life (docs/algorithm.md#the-loop, docs/processes.md#a-worker): check in, then per round train
+ * H steps, send the vector, receive the average (and θ_HWA when needed), evaluate a test shard at evaluation
+ * rounds, restart from the average.
  *
- * Transfers are pipelined by chunk (issue 4): `send()` resolves once libzmq has queued a chunk, so chunk i+1 is
- * encoded while libzmq's I/O thread writes chunk i; incoming chunks are decoded into place as each arrives,
- * while the next one is still on the wire. Every model-sized buffer is allocated once, before the first round.
+ * Transfers are pipelined by chunk (docs/protocol.md#chunking): `send()` resolves once libzmq has queued a
+ * chunk, so chunk i+1 is encoded while libzmq's I/O thread writes chunk i; incoming chunks are decoded into
+ * place as each arrives, while the next one is still on the wire. Every model-sized buffer is allocated once,
+ * before the first round.
  *
  * When the welcome names a shared-memory folder (`--transport shm`), each chunk is written to this rank's file
  * there before its (payload-less) header is sent, and averages are read from the coordinator's file as their
@@ -13,6 +15,7 @@
  */
 import { hostname } from 'node:os';
 import {
+  ConfigError,
   ProtocolError,
   WorkerFailure,
   configHash,
@@ -27,6 +30,9 @@ import {
   chunkPlan,
   decode,
   encode,
+  helloProof,
+  maxMessageSize,
+  randomRoutingId,
   readTensorInto,
   roundChunkPlan,
   tensorFrame,
@@ -101,8 +107,13 @@ export interface WorkerOptions {
 export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   const { config, rank, trainer, log } = o;
   const plan = trainer.plan;
+  const welcomeChunks = chunkPlan(trainer.syncSize, config.chunkFloats);
+  // Unguessable, so no stranger can hold this rank's connection before it (see randomRoutingId).
+  const identity = randomRoutingId(rank);
   const socket = new Dealer({
-    routingId: `w${rank}`,
+    routingId: identity,
+    // libzmq drops a connection whose frame is larger: the largest tensor chunk this run sends, plus a header.
+    maxMessageSize: maxMessageSize(Math.max(...welcomeChunks.map((c) => c.count))),
     linger: 0,
     sendHighWaterMark: 0,
     receiveHighWaterMark: 0,
@@ -129,7 +140,6 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   const syncSize = trainer.syncSize;
   const modelSize = trainer.modelSize;
   const dtype = config.wireDtype;
-  const welcomeChunks = chunkPlan(syncSize, config.chunkFloats);
   // Round messages follow chunkFloats over sockets, one per vector through shared memory (set at the welcome).
   let syncChunks = welcomeChunks;
   let modelChunks = chunkPlan(modelSize, config.chunkFloats);
@@ -202,7 +212,11 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   }
 
   try {
-    socket.connect(o.connect);
+    try {
+      socket.connect(o.connect);
+    } catch (e) {
+      throw new ConfigError(`--connect ${o.connect}: not a usable ZeroMQ endpoint (${(e as Error).message}); expected e.g. tcp://10.0.0.1:5555`);
+    }
     log.info({ event: 'worker.connecting', endpoint: o.connect, pid: process.pid }, `worker ${rank} connecting to ${o.connect}`);
     await send(
       encode({
@@ -217,6 +231,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
         cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null,
         syncSize,
         modelSize,
+        proof: o.curve ? helloProof(o.curve.secretKey, o.curve.serverKey, rank, Buffer.from(identity, 'latin1')) : undefined,
       }),
     );
     const welcome = await receiveVector('welcome', average, welcomeChunks.length);
@@ -266,7 +281,8 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
               rank,
               round,
               step: result.step,
-              stats: { loss: result.loss, computeMs: result.computeMs, samples: result.samples, lr: result.lr },
+              // A non-finite loss travels as null; the coordinator refuses this round's contribution.
+              stats: { loss: Number.isFinite(result.loss) ? result.loss : null, computeMs: result.computeMs, samples: result.samples, lr: result.lr },
               tensor: { dtype, length: syncSize, offset, count, chunk, chunks: syncChunks.length, shared: shared ? true : undefined },
             },
             shared ? undefined : frame,
@@ -287,6 +303,12 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
         restart.set(average.subarray(modelSize), modelSize);
       }
       trainer.load(restart);
+      // Its contribution was refused and it restarts from θ̄; momentum no sync carries would carry the
+      // NaN on, so it restarts from zero, as the reference trainer does.
+      if (!Number.isFinite(result.loss) && localSize > 0) {
+        trainer.writeLocalState?.(new Float32Array(localSize));
+        log.warn({ event: 'worker.local_state_reset', round }, `worker ${rank}: its loss in round ${round} was not finite; its momentum restarts from zero`);
+      }
       log.debug({ event: 'round.done', round, loss: result.loss, computeMs: result.computeMs });
     }
     await receive('done');

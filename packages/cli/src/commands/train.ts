@@ -4,16 +4,15 @@
  * and export the final offline (HWA) model.
  */
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import {
   ConfigError,
+  DivergenceError,
+  evaluatesAfterRound,
   HwaError,
   TRAINING_KEYS,
   configHash,
   makeRunConfig,
-  resolveWorkers,
   trainingPart,
   type AveragerState,
   type RunConfig,
@@ -24,10 +23,12 @@ import { Coordinator } from '@hwa/coordinator';
 import { coordinatorCurve, mib, sharedRoom } from '@hwa/protocol';
 import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
 import type { Logger } from 'pino';
-import { launchWorkers, stopWorkers, type LaunchedWorker } from '../launcher.js';
+import { launchWorkers, stopWorkers, workerThreads, type LaunchedWorker } from '../launcher.js';
 import { createLogger } from '../logging.js';
-import { RunReporter } from '../report.js';
-import { makeRunFolder, readCheckpointState, writeCheckpoint, writeRunConfig } from '../run-folder.js';
+import { progressMode, RunReporter, type ReportOptions } from '../report.js';
+import { crossCheck } from '../checks.js';
+import { makeRunFolder, readCheckpointState, resumeCommand, writeCheckpoint, writeRunConfig } from '../run-folder.js';
+import { launcherSocket, removeSocketFile, removeStaleLeftovers } from '../leftovers.js';
 import { prepare } from '../setup.js';
 
 /** Thrown when SIGINT/SIGTERM stopped the run; the CLI exits 130. */
@@ -51,17 +52,15 @@ async function withSignals<T>(controller: AbortController, log: Logger, body: ()
   }
 }
 
-function resolvedWorkers(config: RunConfig): RunConfig {
-  if (config.gpus.length > 0) {
-    if (config.workers !== undefined && config.workers !== config.gpus.length)
-      throw new ConfigError(`--workers ${config.workers} and --gpus ${config.gpus.join(',')} disagree: one worker runs per listed GPU`);
-    return { ...config, workers: config.gpus.length };
-  }
-  return config;
-}
-
-function showProgress(config: RunConfig): boolean {
-  return config.progress === 'on' || (config.progress === 'auto' && Boolean(process.stderr.isTTY));
+/** How this run reports (see report.ts), from its options. */
+function reportOptions(config: RunConfig, resumedRound = 0): ReportOptions {
+  return {
+    progress: progressMode(config.progress),
+    progressEverySec: config.progressEvery,
+    json: config.json,
+    tensorboard: config.tensorboard,
+    resumedRound,
+  };
 }
 
 /**
@@ -90,16 +89,19 @@ function checkpointToResume(config: RunConfig, hash: string): AveragerState | un
   return state;
 }
 
-function logResume(log: Logger, config: RunConfig, resume: AveragerState, rounds: number): void {
+/**
+ * Logs where a resumed run continues. The checkpoint restores θ̄, the round and the offline average; each
+ * worker's own momentum (--momentum-sync keep) is not in it: every resumed worker loads the
+ * worker-<rank>.state files it wrote when it was stopped, and logs when it has none and restarts from zero
+ * (docs/processes.md#checkpoints-and---resume).
+ */
+function logResume(log: Logger, resume: AveragerState, rounds: number): void {
   log.info({ event: 'run.resumed', round: resume.round }, `resuming after round ${resume.round} of ${rounds}`);
-  // Each worker's own momentum (--momentum-sync keep) comes from the worker-<rank>.state files it wrote when it
-  // was stopped; a worker that was killed outright left none, and says so when it restarts from zero.
 }
 
 export async function train(input: RunConfig): Promise<void> {
-  if (input.resume && input.inProcess) throw new ConfigError('--resume continues a multi-process run; --in-process (the reference trainer) always starts at round 1');
-  const config = resolvedWorkers(input.resume ? resumedConfig(input) : input);
-  resolveWorkers(config); // a bad --mode/--workers pair fails here, before any folder is made
+  // main.ts has checked these already (so that --dry-run fails alike); checked again for other callers.
+  const config = crossCheck('train', input.resume ? resumedConfig(input) : input);
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role: config.inProcess ? 'trainer' : 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   log.info({ event: 'run.config', dir, config }, `run folder ${dir}`);
@@ -109,8 +111,8 @@ export async function train(input: RunConfig): Promise<void> {
   writeRunConfig(dir, fixed);
   const extra = { backend: prepared.backend, configHash: configHash(fixed) };
   const resume = checkpointToResume(fixed, extra.configHash);
-  if (resume) logResume(log, fixed, resume, prepared.plan.rounds);
-  const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed), resume?.round);
+  if (resume) logResume(log, resume, prepared.plan.rounds);
+  const reporter = new RunReporter(dir, prepared.plan, log, reportOptions(fixed, resume?.round));
   const controller = new AbortController();
   try {
     if (fixed.inProcess) {
@@ -118,10 +120,18 @@ export async function train(input: RunConfig): Promise<void> {
         trainInProcess(trainingPart(fixed), prepared.data, {
           onRound: (r) => reporter.round(r),
           onEval: (e) => reporter.evaluation(e),
+          onRefused: (round, rank, reason) =>
+            log.warn({ event: 'round.refused', round, rank, reason }, `refused rank ${rank}'s contribution to round ${round}: ${reason}; the round averages the other workers`),
           shouldStop: () => controller.signal.aborted,
         }),
       );
       reporter.stopProgress();
+      if (result.diverged) {
+        // θ̄ would have turned non-finite: keep the last finite round, export nothing.
+        const file = writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: extra.configHash });
+        log.warn({ event: 'checkpoint.written', file, round: result.state.round }, `checkpoint of round ${result.state.round}, the last finite one, written to ${file}`);
+        throw result.diverged;
+      }
       if (controller.signal.aborted) {
         const file = writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: extra.configHash });
         log.warn({ event: 'checkpoint.written', file }, `checkpoint of round ${result.rounds.length} written to ${file}`);
@@ -138,7 +148,7 @@ export async function train(input: RunConfig): Promise<void> {
         trainer,
         reporter,
         controller,
-        bind: localEndpoint(fixed.transport),
+        bind: localEndpoint(fixed.transport, log),
         spawnWorkers: true,
         resume,
       });
@@ -152,13 +162,17 @@ export async function train(input: RunConfig): Promise<void> {
 }
 
 /** Where a launcher's coordinator binds: shm (and auto) run their messages over ipc. */
-function localEndpoint(transport: Transport | 'auto'): string {
-  return transport !== 'tcp'
-    ? `ipc://${join(tmpdir(), `hwa-${process.pid}-${randomBytes(4).toString('hex')}.sock`)}`
-    : 'tcp://127.0.0.1:*';
+function localEndpoint(transport: Transport | 'auto', log: Logger): string {
+  // What runs killed outright left behind (socket files, /dev/shm folders) goes first.
+  const removed = removeStaleLeftovers();
+  if (removed.length) log.info({ event: 'leftovers.removed', paths: removed }, `removed ${removed.length} socket file(s) or shared-memory folder(s) of runs that no longer run`);
+  return transport !== 'tcp' ? launcherSocket() : 'tcp://127.0.0.1:*';
 }
 
 async function exportModel(trainer: LocalTrainer, offline: Float32Array, dir: string, log: Logger): Promise<void> {
+  // Never reached with a non-finite θ_HWA (rounds refuse non-finite contributions); checked all the same.
+  const bad = offline.findIndex((x) => !Number.isFinite(x));
+  if (bad >= 0) throw new DivergenceError(`θ_HWA holds ${offline[bad]} at element ${bad}: no model is exported to ${join(dir, 'model')}`, -1);
   trainer.prepareForEval(offline);
   await saveLayersModel(trainer.model, join(dir, 'model'));
   log.debug({ event: 'model.saved', dir: join(dir, 'model') });
@@ -174,14 +188,17 @@ interface CoordinatorRun {
   bind: string;
   /** Start K local worker processes once bound (`hwa train`), or wait for remote ones (`hwa coordinator`). */
   spawnWorkers: boolean;
+  /** `hwa launch` on node 0: start only these ranks here (the other nodes start theirs); default all K. */
+  localRanks?: readonly number[];
   /** Continue from this checkpoint state. */
   resume?: AveragerState;
 }
 
 /**
- * Whether tensors go through /dev/shm: `--transport shm`, or `auto` when the launcher starts the workers
- * (so all are on this machine) and the files fit — measured 70–95 ms rounds against 300–470 ms over ipc frames
- * at 25M floats (README, Benchmarks). A standalone coordinator's workers may be anywhere: frames.
+ * Whether tensors go through /dev/shm: `--transport shm`, or `auto` when the launcher starts the workers (so
+ * all are on this machine) and the files fit — measured 70–95 ms rounds against 300–470 ms over ipc frames at
+ * 25M floats (docs/measurements.md#shared-memory-vs-sockets). A standalone coordinator's workers may be
+ * anywhere: frames.
  */
 function useSharedMemory(config: RunConfig, localWorkers: boolean, trainer: LocalTrainer, log: Logger): boolean {
   if (config.transport !== 'auto') return config.transport === 'shm';
@@ -204,6 +221,8 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
   const training: TrainingConfig = trainingPart(config);
   const hash = configHash(config);
   let workers: LaunchedWorker[] = [];
+  const local = o.localRanks ?? Array.from({ length: trainer.plan.workers }, (_, rank) => rank);
+  const waiting = waitForRanks(config, trainer.plan.workers, log, o.spawnWorkers && !o.localRanks ? 'debug' : 'info');
   const coordinator = new Coordinator({
     config: training,
     configHash: hash,
@@ -212,29 +231,52 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     syncSize: trainer.syncSize,
     initial: trainer.initialVector(),
     bind: o.bind,
-    sharedMemory: useSharedMemory(config, o.spawnWorkers, trainer, log),
+    sharedMemory: useSharedMemory(config, o.spawnWorkers && !o.localRanks, trainer, log),
     progressTimeoutMs: config.progressTimeout * 1000,
+    joinTimeoutMs: timerMs(config.joinTimeout),
+    onJoin: (info) => waiting.joined(info.rank),
     curve: config.curveKeys ? coordinatorCurve(config.curveKeys) : undefined,
     resume: o.resume,
     log,
     signal: controller.signal,
     onBound: (endpoint) => {
+      waiting.start();
       if (!o.spawnWorkers) return;
       workers = launchWorkers({
         workers: trainer.plan.workers,
+        ranks: local,
         gpus: config.gpus,
-        connect: endpoint,
+        threads: workerThreads(config.threads, local.length),
+        // A tcp coordinator bound to every interface is reached on loopback from its own node.
+        connect: endpoint.replace('tcp://0.0.0.0:', 'tcp://127.0.0.1:'),
         configFile: join(dir, 'config.json'),
         runDir: dir,
         onUnexpectedExit: (failure) => controller.abort(failure),
       });
-      for (const w of workers)
+      for (const w of workers) {
+        const gpu = config.gpus[local.indexOf(w.rank)];
         log.info(
-          { event: 'worker.started', rank: w.rank, pid: w.pid, cudaVisibleDevices: config.gpus[w.rank] ?? process.env.CUDA_VISIBLE_DEVICES ?? null },
-          `worker ${w.rank} started, pid ${w.pid}${config.gpus.length ? `, CUDA_VISIBLE_DEVICES=${config.gpus[w.rank]}` : ''}`,
+          { event: 'worker.started', rank: w.rank, pid: w.pid, cudaVisibleDevices: gpu ?? process.env.CUDA_VISIBLE_DEVICES ?? null },
+          `worker ${w.rank} started, pid ${w.pid}${gpu !== undefined ? `, CUDA_VISIBLE_DEVICES=${gpu}` : ''}`,
         );
+      }
     },
-    onRound: (r) => reporter.round(r),
+    onRound: (r) => {
+      reporter.round(r);
+      // Periodic checkpoints: a coordinator killed outright loses at most --checkpoint-every rounds.
+      const every = config.checkpointEvery;
+      if (r.round < trainer.plan.rounds && (every > 0 ? r.round % every === 0 : evaluatesAfterRound(trainer.plan, r.round))) {
+        try {
+          const t0 = performance.now();
+          const snap = coordinator.snapshot();
+          const file = writeCheckpoint(dir, { state: snap.state, offline: snap.offline, configHash: hash });
+          log.info({ event: 'checkpoint.written', file, round: snap.rounds, ms: Math.round(performance.now() - t0) }, `checkpoint of round ${snap.rounds} written`);
+        } catch (error) {
+          // A full or read-only disk stops the run, naming the file (the previous checkpoint is intact).
+          controller.abort(error);
+        }
+      }
+    },
     onEval: (e) => reporter.evaluation(e),
   });
   try {
@@ -248,18 +290,74 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     await stopWorkers(workers);
     const state = coordinator.snapshot();
     if (state.rounds > 0) {
-      const file = writeCheckpoint(dir, { state: state.state, offline: state.offline, configHash: hash });
-      log.warn({ event: 'checkpoint.written', file, round: state.rounds }, `checkpoint of round ${state.rounds} written to ${file}`);
+      try {
+        const file = writeCheckpoint(dir, { state: state.state, offline: state.offline, configHash: hash });
+        log.warn({ event: 'checkpoint.written', file, round: state.rounds }, `checkpoint of round ${state.rounds} written to ${file}`);
+      } catch (e) {
+        // The run's own error is the one to report; the last checkpoint on disk is untouched.
+        log.warn({ event: 'checkpoint.failed', round: state.rounds, reason: (e as Error).message }, `no checkpoint of round ${state.rounds}: ${(e as Error).message}`);
+      }
+    }
+    if (existsSync(join(dir, 'checkpoint.json')) && !(error instanceof DivergenceError)) {
+      const launcher = o.spawnWorkers && !o.localRanks;
+      const command = resumeCommand(launcher ? 'train' : 'coordinator', dir, { ...config, bind: launcher ? undefined : o.bind });
+      log.warn({ event: 'run.resumable', command }, `continue this run with: ${command}${launcher ? '' : ' (and restart its workers)'}`);
     }
     throw error;
   } finally {
+    waiting.stop();
     await stopWorkers(workers);
+    removeSocketFile(o.bind);
   }
 }
 
-/** `hwa coordinator --bind ADDR`: the coordinator alone; K workers join from other hosts. */
-export async function coordinate(input: RunConfig & { bind: string }): Promise<void> {
+/** The longest a Node timer can wait (about 24.8 days); longer or 0 (= forever) is this. */
+const FOREVER_MS = 2 ** 31 - 1;
+const timerMs = (seconds: number): number => (seconds > 0 ? Math.min(seconds * 1000, FOREVER_MS) : FOREVER_MS);
+/** How often a coordinator waiting for its workers names the missing ranks. */
+const WAITING_EVERY_MS = 5000;
+
+/**
+ * "waiting for ranks 2, 3 (2 of 4 joined, 15 s of --join-timeout 600 s)" every few seconds until all K have
+ * checked in: on a cluster a node that never started is otherwise silent until the join timeout.
+ */
+function waitForRanks(config: RunConfig, workers: number, log: Logger, level: 'info' | 'debug') {
+  const joined = new Set<number>();
+  let timer: NodeJS.Timeout | undefined;
+  let since = 0;
+  const stop = () => {
+    if (timer) clearInterval(timer);
+    timer = undefined;
+  };
+  return {
+    start() {
+      since = performance.now();
+      timer = setInterval(() => {
+        const missing = Array.from({ length: workers }, (_, r) => r).filter((r) => !joined.has(r));
+        const waited = Math.round((performance.now() - since) / 1000);
+        const limit = config.joinTimeout > 0 ? ` of --join-timeout ${config.joinTimeout} s` : '';
+        log[level](
+          { event: 'workers.waiting', missing, joined: joined.size, workers, waitedSec: waited },
+          `waiting for rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (${joined.size} of ${workers} joined, ${waited} s${limit})`,
+        );
+      }, WAITING_EVERY_MS).unref();
+    },
+    joined(rank: number) {
+      joined.add(rank);
+      if (joined.size >= workers) stop();
+    },
+    stop,
+  };
+}
+
+/**
+ * `hwa coordinator --bind ADDR`: the coordinator alone; K workers join from other hosts. `hwa launch` on node 0
+ * passes `localRanks`, the ranks it starts beside the coordinator.
+ */
+export async function coordinate(input: RunConfig & { bind: string }, localRanks?: readonly number[]): Promise<void> {
   const config = input.resume ? resumedConfig(input) : input;
+  // Bad or missing keys fail here, before a run folder is made for a run that cannot start.
+  if (config.curveKeys) coordinatorCurve(config.curveKeys);
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role: 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   const prepared = await prepare(config, log);
@@ -267,10 +365,21 @@ export async function coordinate(input: RunConfig & { bind: string }): Promise<v
   writeRunConfig(dir, fixed);
   const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
   const resume = checkpointToResume(fixed, configHash(fixed));
-  if (resume) logResume(log, fixed, resume, prepared.plan.rounds);
-  const reporter = new RunReporter(dir, prepared.plan, log, showProgress(fixed), resume?.round);
+  if (resume) logResume(log, resume, prepared.plan.rounds);
+  const reporter = new RunReporter(dir, prepared.plan, log, reportOptions(fixed, resume?.round));
   const controller = new AbortController();
-  const result = await runCoordinator({ config: fixed, dir, log, trainer, reporter, controller, bind: config.bind, spawnWorkers: false, resume });
+  const result = await runCoordinator({
+    config: fixed,
+    dir,
+    log,
+    trainer,
+    reporter,
+    controller,
+    bind: config.bind,
+    spawnWorkers: localRanks !== undefined,
+    localRanks,
+    resume,
+  });
   await exportModel(trainer, result.offline, dir, log);
   reporter.finish(fixed, { backend: prepared.backend, configHash: configHash(fixed) });
 }

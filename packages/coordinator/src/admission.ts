@@ -1,0 +1,134 @@
+/**
+ * Admission (docs/protocol.md#sockets): who may act for which rank. A worker checks in with a hello; the rank it names is
+ * bound to the connection (ZeroMQ routing id) the hello came on, and from then on a message counts only when
+ * it comes on the connection welcomed for the rank it names. CURVE runs also bind each key to its rank (the
+ * hello's proof, @hwa/protocol curve.ts) and log the handshakes the ZAP handler refuses.
+ *
+ * What a refusal tells the peer is chosen so that an unauthenticated stranger learns nothing it could use to
+ * pass: never the config hash (with it a stranger would be welcomed), and the differing
+ * option values only to a peer that proved its rank's CURVE key — any per-option answer would let a stranger
+ * find the options one at a time. The coordinator's own log always names the differences, for the operator.
+ */
+import { ProtocolError, diffTraining, type TrainingConfig } from '@hwa/core';
+import { helloProof, sameProof, startZapHandler, type CoordinatorCurve, type Header, type HeaderOf, type ZapHandler } from '@hwa/protocol';
+import type { Logger } from 'pino';
+import type { Context } from 'zeromq';
+
+export interface AdmissionOptions {
+  config: TrainingConfig;
+  configHash: string;
+  /** Floats of the synced vector every worker must exchange. */
+  syncSize: number;
+  /** K. */
+  workers: number;
+  curve?: CoordinatorCurve;
+  log: Logger;
+}
+
+/** A hello's outcome: welcomed (the rank is now bound to the connection), or refused with what to tell it. */
+export type Verdict = { welcomed: true } | { welcomed: false; reason: string; logged: string };
+
+export class Admission {
+  /** The routing id of each welcomed rank. */
+  readonly peers = new Map<number, Buffer>();
+  /** The rank each welcomed connection checked in as, by routing id (hex). */
+  private readonly rankOfConnection = new Map<string, number>();
+  private zap: ZapHandler | null = null;
+
+  constructor(private readonly o: AdmissionOptions) {}
+
+  /** All K ranks have checked in. */
+  get complete(): boolean {
+    return this.peers.size === this.o.workers;
+  }
+
+  /** The ranks not checked in yet. */
+  missingRanks(): number[] {
+    return Array.from({ length: this.o.workers }, (_, r) => r).filter((r) => !this.peers.has(r));
+  }
+
+  /** Decides a hello that came on connection `identity`. */
+  hello(identity: Buffer, h: HeaderOf<'hello'>): Verdict {
+    const refuse = (reason: string, logged = reason): Verdict => ({ welcomed: false, reason, logged });
+    const known = this.rankOfConnection.get(identity.toString('hex'));
+    if (known !== undefined) return refuse(`this connection has already checked in as rank ${known}`);
+    let proven = false;
+    if (this.o.curve) {
+      const key = this.o.curve.rankKeys?.[h.rank];
+      if (key === undefined) return refuse(`there is no worker-${h.rank}.public in the coordinator's --curve-keys folder`);
+      proven = h.proof !== undefined && sameProof(h.proof, helloProof(this.o.curve.secretKey, key, h.rank, identity));
+      if (!proven)
+        return refuse(
+          `its hello is not signed with worker-${h.rank}'s CURVE key (a key admits only its own rank): give rank ${h.rank} the key pair worker-${h.rank}.public/.secret`,
+        );
+    }
+    if (this.peers.has(h.rank)) return refuse(`rank ${h.rank} has already checked in (from another process); ranks must be unique`);
+    if (h.configHash !== this.o.configHash) {
+      const diff = h.config ? diffTraining(this.o.config, h.config as Partial<TrainingConfig>) : [];
+      const named = diff.length ? ` (coordinator ≠ worker: ${diff.join('; ')})` : '';
+      return refuse(
+        `training config differs${proven ? named : " from the coordinator's (its log names the options)"}`,
+        `training config differs: coordinator hash ${this.o.configHash}, worker ${h.rank} hash ${h.configHash}${named}`,
+      );
+    }
+    if (h.syncSize !== this.o.syncSize) return refuse(`vector size differs: coordinator ${this.o.syncSize} floats, worker ${h.rank} ${h.syncSize}`);
+    this.peers.set(h.rank, identity);
+    this.rankOfConnection.set(identity.toString('hex'), h.rank);
+    return { welcomed: true };
+  }
+
+  /**
+   * The rank a message other than hello acts for: that of the welcomed connection it came on, which its
+   * rank field (if any) must name. null: an `error` from a connection that is no welcomed worker, which is
+   * logged and must be ignored (else a stranger could stop the run with one).
+   * @throws ProtocolError for any other message from such a connection, or a rank field naming another rank.
+   */
+  sender(identity: Buffer, header: Exclude<Header, HeaderOf<'hello'>>): number | null {
+    const rank = this.rankOfConnection.get(identity.toString('hex'));
+    if (rank === undefined) {
+      if (header.type === 'error') {
+        this.o.log.warn(
+          { event: 'message.ignored', peer: peerName(identity), reason: header.reason.slice(0, 200) },
+          `ignored an 'error' message from a connection that is not a welcomed worker (it says: ${JSON.stringify(header.reason.slice(0, 200))})`,
+        );
+        return null;
+      }
+      throw new ProtocolError(`'${header.type}' message from a connection that is not a welcomed worker (it never checked in with a hello)`);
+    }
+    if ('rank' in header && header.rank !== undefined && header.rank !== rank)
+      throw new ProtocolError(`'${header.type}' message says rank ${header.rank}, but its connection checked in as rank ${rank}`);
+    return rank;
+  }
+
+  /**
+   * CURVE: starts the ZAP handler of `context`, which admits only the listed worker keys; refused handshakes
+   * never reach a message, so they are logged here with the key.
+   */
+  async startCurve(context: Context, events: { on(event: 'handshake:error:protocol', listener: (e: { address: string; error: Error }) => void): void }): Promise<void> {
+    const curve = this.o.curve;
+    if (!curve) return;
+    const log = this.o.log;
+    this.zap = await startZapHandler(context, curve.authorizedKeys, ({ publicKey, address, mechanism }) =>
+      log.warn(
+        { event: 'worker.unauthorized', publicKey, address, mechanism },
+        mechanism === 'CURVE'
+          ? `refused a connection from ${address || 'a peer'}: its CURVE key ${publicKey} is not in --curve-keys`
+          : `refused a connection from ${address || 'a peer'} without CURVE (${mechanism || 'no security'})`,
+      ),
+    );
+    events.on('handshake:error:protocol', ({ address, error }) =>
+      log.warn({ event: 'worker.handshake_failed', address, reason: error.message }, `CURVE handshake with ${address} failed: ${error.message}`),
+    );
+    log.info({ event: 'curve.enabled', workers: curve.authorizedKeys.length }, `CURVE on: ${curve.authorizedKeys.length} worker keys admitted`);
+  }
+
+  close(): void {
+    this.zap?.close();
+  }
+}
+
+/** A routing id for the log: its text when printable and short, else its hex. */
+export function peerName(identity: Buffer): string {
+  const text = identity.toString('latin1');
+  return identity.length <= 48 && /^[\x20-\x7e]+$/.test(text) ? text : `0x${identity.toString('hex').slice(0, 96)}`;
+}
