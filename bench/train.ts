@@ -1,9 +1,12 @@
 /**
  * npm run bench:train — throughput of distributed HWA against single-process SGD of the same model, and
- * where a sync round's time goes. Runs the real CLI (`hwa train`) as users do and reads each run's run.json.
+ * where a sync round's time goes, on each backend. Runs the real CLI (`hwa train`) as users do and reads each
+ * run's run.json. On native TensorFlow, SGD runs with 1 thread and with 2 (all cores here), and the K=2 workers
+ * with the cores shared (1 each); wasm always uses one thread per process.
  *
- *   npm run bench:train                              # mlp, K=2 H=16 vs sgd, 1 epoch of MNIST
- *   npm run bench:train -- --model cnn --epochs 0.2  # any `hwa train` flags are passed through
+ *   npm run bench:train                              # mlp, K=2 H=16 vs sgd, 1 epoch of MNIST, native and wasm
+ *   npm run bench:train -- --backends wasm           # one backend
+ *   npm run bench:train -- --model cnn --epochs 0.2  # any other `hwa train` flags are passed through
  *
  * Prints a table and writes bench/results/train.json.
  */
@@ -15,7 +18,10 @@ import { fileURLToPath } from 'node:url';
 import type { RunTotals } from '../packages/cli/src/report.js';
 
 const MAIN = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
-const passThrough = process.argv.slice(2);
+const argv = process.argv.slice(2);
+const backendsAt = argv.indexOf('--backends');
+const backends = backendsAt >= 0 ? argv[backendsAt + 1].split(',') : ['tensorflow', 'wasm'];
+const passThrough = backendsAt >= 0 ? argv.filter((_, i) => i !== backendsAt && i !== backendsAt + 1) : argv;
 const common = ['--model', 'mlp', '--epochs', '1', '--progress', 'off', ...passThrough];
 
 
@@ -29,10 +35,30 @@ function run(label: string, args: string[]): { label: string; args: string[]; to
   return { label, args, totals };
 }
 
-const runs = [
-  run('sgd, 1 process', ['--mode', 'sgd', '--in-process', '--sync-period', '16']),
-  run('hwa K=2 H=16, 2 worker processes', ['--mode', 'hwa', '--workers', '2', '--sync-period', '16']),
-];
+/** The runs of one backend: SGD (native: at 1 and 2 threads) and HWA K=2; the first is the speed-up's base. */
+function plan(backend: string): [string, string[]][] {
+  const b = ['--backend', backend];
+  const sgd = ['--mode', 'sgd', '--in-process', '--sync-period', '16', ...b];
+  const hwa: [string, string[]] = [`${backend}: hwa K=2 H=16, 2 worker processes`, ['--mode', 'hwa', '--workers', '2', '--sync-period', '16', ...b]];
+  if (backend.startsWith('tensorflow'))
+    return [[`${backend}: sgd, 1 process, 2 threads`, [...sgd, '--threads', '2']], [`${backend}: sgd, 1 process, 1 thread`, [...sgd, '--threads', '1']], hwa];
+  return [[`${backend}: sgd, 1 process`, sgd], hwa];
+}
+
+const runs: ReturnType<typeof run>[] = [];
+const speedups: Record<string, number> = {};
+for (const backend of backends) {
+  let these: ReturnType<typeof run>[];
+  try {
+    these = plan(backend).map(([label, args]) => run(label, args));
+  } catch (err) {
+    // A backend this machine cannot load (e.g. native without `npm run setup:native`): say so and go on.
+    console.log(`${backend}: skipped: ${String((err as Error).message).split('\n').find((l) => l.startsWith('hwa:')) ?? (err as Error).message}`);
+    continue;
+  }
+  runs.push(...these);
+  speedups[backend] = these.at(-1)!.totals.samplesPerSecond / these[0].totals.samplesPerSecond;
+}
 
 const pct = (ms: number, t: RunTotals) => `${((ms / t.roundMs) * 100).toFixed(1)}%`;
 const rows = runs.map(({ label, totals: t }) => ({
@@ -52,9 +78,10 @@ const width = columns.map((c) => Math.max(c.length, ...rows.map((r) => r[c].leng
 const line = (cells: string[]) => cells.map((c, i) => c.padEnd(width[i])).join('  ');
 console.log(line(columns));
 for (const r of rows) console.log(line(columns.map((c) => r[c])));
-const speedup = runs[1].totals.samplesPerSecond / runs[0].totals.samplesPerSecond;
-console.log(`\nK=2 throughput / single-process SGD throughput: ${speedup.toFixed(2)}×`);
+console.log('');
+for (const [backend, speedup] of Object.entries(speedups))
+  console.log(`${backend}: K=2 throughput / single-process SGD throughput (SGD with all cores): ${speedup.toFixed(2)}×`);
 
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 mkdirSync(dir, { recursive: true });
-writeFileSync(join(dir, 'train.json'), JSON.stringify({ date: new Date().toISOString(), args: passThrough, runs, speedup }, null, 2) + '\n');
+writeFileSync(join(dir, 'train.json'), JSON.stringify({ date: new Date().toISOString(), args: passThrough, backends, runs, speedups }, null, 2) + '\n');

@@ -2,7 +2,7 @@
  * Runs the real `hwa` CLI (the built dist/, as users do) as a child process. Every process started here is
  * killed in `killAll()`, which tests call from afterEach, so a failing test leaves nothing behind.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -14,8 +14,8 @@ export interface CliRun {
   child: ChildProcess;
   /** Everything printed so far. */
   output(): string;
-  /** Resolves with the exit code (or the signal) and all output. */
-  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }>;
+  /** Resolves with the exit code (or the signal), all output, and stdout alone (e.g. `--json` events). */
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string; stdout: string }>;
   /** Resolves when the output matches `pattern` (rejects after `timeoutMs`). */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
 }
@@ -25,24 +25,49 @@ export interface CliRun {
  * (which execs node in place, so the child is still the hwa process).
  */
 export function runHwa(args: string[], env: NodeJS.ProcessEnv = {}, prefix: string[] = []): CliRun {
-  const [command, ...rest] = [...prefix, process.execPath, MAIN, ...args];
+  return runProcess([...prefix, process.execPath, MAIN, ...args], env);
+}
+
+/** True where {@link runHwaOnTerminal} can work: util-linux `script` is installed. */
+export function hasTerminalRunner(): boolean {
+  return spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * Starts `hwa args…` on a pseudo-terminal (util-linux `script`), as a person at a terminal runs it: stdout and
+ * stderr are TTYs, `columns` wide. The output comes back with the terminal's `\r\n` line ends and colour codes.
+ */
+export function runHwaOnTerminal(args: string[], env: NodeJS.ProcessEnv = {}, columns = 80): CliRun {
+  const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const command = `stty cols ${columns} rows 40; ${[process.execPath, MAIN, ...args].map(quote).join(' ')}`;
+  return runProcess(['script', '-qfec', command, '/dev/null'], env);
+}
+
+function runProcess(argv: string[], env: NodeJS.ProcessEnv): CliRun {
+  const [command, ...rest] = argv;
   const child = spawn(command, rest, {
-    env: { ...process.env, FORCE_COLOR: '0', ...env },
+    // Tests run on wasm unless they say otherwise (a flag beats the env): one worker thread, the same bits on
+    // every machine, and no libtensorflow to load in each of their processes where setup:native has run.
+    env: { ...process.env, FORCE_COLOR: '0', HWA_BACKEND: process.env.HWA_BACKEND ?? 'wasm', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   started.add(child);
   let text = '';
+  let stdout = '';
   const listeners = new Set<() => void>();
   const onData = (chunk: Buffer) => {
     text += chunk.toString('utf8');
     for (const l of listeners) l();
   };
-  child.stdout?.on('data', onData);
+  child.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+    onData(chunk);
+  });
   child.stderr?.on('data', onData);
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }>((resolve) => {
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string; stdout: string }>((resolve) => {
     child.on('close', (code, signal) => {
       started.delete(child);
-      resolve({ code, signal, output: text });
+      resolve({ code, signal, output: text, stdout });
     });
   });
   return {
@@ -107,8 +132,9 @@ export function readJsonLines(file: string): Record<string, unknown>[] {
 
 /** θ̄ and θ_HWA saved at the end of a run. */
 export function readCheckpoint(dir: string): { round: number; online: Float32Array; offline: Float32Array } {
-  const meta = JSON.parse(readFileSync(`${dir}/checkpoint.json`, 'utf8')) as { round: number; onlineFloats: number; offlineFloats: number };
-  const bytes = readFileSync(`${dir}/checkpoint.bin`);
+  const meta = JSON.parse(readFileSync(`${dir}/checkpoint.json`, 'utf8')) as { round: number; onlineFloats: number; offlineFloats: number; file?: string };
+  // Version 3 manifests name their data file (checkpoint-<round>.bin); version 2 always used checkpoint.bin.
+  const bytes = readFileSync(`${dir}/${meta.file ?? 'checkpoint.bin'}`);
   const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
   return { round: meta.round, online: floats.subarray(0, meta.onlineFloats), offline: floats.subarray(meta.onlineFloats, meta.onlineFloats + meta.offlineFloats) };
 }

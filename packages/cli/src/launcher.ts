@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { WorkerFailure } from '@hwa/core';
 
@@ -20,9 +21,14 @@ export interface LaunchedWorker {
 }
 
 export interface LaunchOptions {
+  /** K, the run's world size. */
   workers: number;
-  /** GPU ids, one per worker; empty = leave CUDA_VISIBLE_DEVICES as inherited. */
+  /** The ranks to start here (default all K); `hwa launch` starts its node's share, R·G … R·G+G−1. */
+  ranks?: readonly number[];
+  /** GPU ids, one per worker started here (in the order of `ranks`); empty = leave CUDA_VISIBLE_DEVICES as inherited. */
   gpus: readonly number[];
+  /** TensorFlow threads per worker on the native backends (see workerThreads). */
+  threads: number;
   /** Coordinator endpoint the workers connect to. */
   connect: string;
   /** The run's config.json (every worker reads the same file). */
@@ -35,34 +41,44 @@ export interface LaunchOptions {
 /** glibc malloc settings for worker processes (see `hwa bench comm --glibc-tuning`). */
 export const GLIBC_TUNING = 'glibc.malloc.trim_threshold=17179869184:glibc.malloc.mmap_threshold=33554432';
 
+/**
+ * TensorFlow threads for each of K workers on this machine: `--threads` when given, else the cores shared
+ * evenly, at least one each. K processes of all-core pools would oversubscribe the cores K-fold.
+ */
+export function workerThreads(threads: number, workers: number, cores: number = availableParallelism()): number {
+  return threads > 0 ? threads : Math.max(1, Math.floor(cores / workers));
+}
+
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const KEEP_LINES = 5;
 
 export function launchWorkers(o: LaunchOptions): LaunchedWorker[] {
-  return Array.from({ length: o.workers }, (_, rank) => {
+  const ranks = o.ranks ?? Array.from({ length: o.workers }, (_, rank) => rank);
+  return ranks.map((rank, local) => {
     const env: NodeJS.ProcessEnv = { ...process.env, HWA_RANK: String(rank), HWA_WORLD_SIZE: String(o.workers) };
-    if (o.gpus.length > 0) env.CUDA_VISIBLE_DEVICES = String(o.gpus[rank]);
+    // The launcher decides devices and threads itself: torchrun variables of its own environment must not.
+    delete env.LOCAL_RANK;
+    delete env.LOCAL_WORLD_SIZE;
+    if (o.gpus.length > 0) env.CUDA_VISIBLE_DEVICES = String(o.gpus[local]);
     // Keep glibc from returning freed message buffers to the OS after every round (and from mmap-ing each
     // large one anew): first-touching fresh memory made float32 rounds ~30% slower (hwa bench comm).
     env.GLIBC_TUNABLES ??= GLIBC_TUNING;
     // The IPC channel only serves as a lifeline: a worker exits when it closes (the launcher died).
     const child = spawn(
       process.execPath,
-      [MAIN, 'worker', '--config', o.configFile, '--connect', o.connect, '--rank', String(rank), '--out-dir', o.runDir],
+      [MAIN, 'worker', '--config', o.configFile, '--connect', o.connect, '--rank', String(rank), '--out-dir', o.runDir, '--threads', String(o.threads)],
       { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
     );
     const log = createWriteStream(join(o.runDir, `worker-${rank}.log`));
     const lastLines: string[] = [];
-    const keep = (chunk: Buffer) => {
-      log.write(chunk);
-      for (const line of chunk.toString('utf8').split('\n')) {
-        if (!line.trim()) continue;
-        lastLines.push(line);
-        if (lastLines.length > KEEP_LINES) lastLines.shift();
-      }
+    const keep = (line: string) => {
+      log.write(`${line}\n`);
+      lastLines.push(line);
+      if (lastLines.length > KEEP_LINES) lastLines.shift();
     };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
+    byLine(child.stdout, keep);
+    // Native libraries (libtensorflow, CUDA) print plain text on stderr: wrap it so the log stays JSON lines.
+    byLine(child.stderr, (line) => keep(line.startsWith('{') ? line : JSON.stringify({ level: 40, time: Date.now(), role: 'worker', rank, event: 'worker.stderr', msg: line })));
     const worker: LaunchedWorker = {
       rank,
       pid: child.pid ?? -1,
@@ -86,6 +102,20 @@ export function launchWorkers(o: LaunchOptions): LaunchedWorker[] {
       );
     });
     return worker;
+  });
+}
+
+/** Calls `onLine` for every non-empty line of a stream, lines split across chunks joined first. */
+function byLine(stream: NodeJS.ReadableStream | null, onLine: (line: string) => void): void {
+  let rest = '';
+  stream?.setEncoding('utf8');
+  stream?.on('data', (chunk: string) => {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) if (line.trim()) onLine(line);
+  });
+  stream?.on('end', () => {
+    if (rest.trim()) onLine(rest);
   });
 }
 

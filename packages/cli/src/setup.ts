@@ -11,15 +11,42 @@ export interface Prepared {
   plan: RunPlan;
 }
 
+/** "tensorflow (TensorFlow 2.21.0, 2 threads)" or "wasm": the backend line every process logs once. */
+export function describeBackend(report: BackendReport): string {
+  if (report.tensorflowVersion == null) return report.selected;
+  return `${report.selected} (TensorFlow ${report.tensorflowVersion}, ${report.threads} thread${report.threads === 1 ? '' : 's'})`;
+}
+
+/**
+ * GPUs were asked for (--gpus, or CUDA_VISIBLE_DEVICES naming devices) but this process trains without one:
+ * say so loudly, with the reason the GPU backend did not load, rather than train on the CPU without a word.
+ */
+function warnIfGpusUnused(gpus: readonly number[], backend: BackendReport, log: Logger): void {
+  const visible = process.env.CUDA_VISIBLE_DEVICES ?? '';
+  if (backend.selected === 'tensorflow-gpu' || (gpus.length === 0 && !/\d/.test(visible))) return;
+  const why = backend.attempts.find((a) => a.backend === 'tensorflow-gpu')?.reason ?? `--backend ${backend.selected} was chosen`;
+  const asked = gpus.length > 0 ? `--gpus ${gpus.join(',')}` : `CUDA_VISIBLE_DEVICES=${visible}`;
+  log.warn(
+    { event: 'backend.gpu_unused', gpus, cudaVisibleDevices: visible || null, backend: backend.selected, reason: why },
+    `${asked} given, but no GPU backend loaded (${why}): training runs on ${backend.selected}, on the CPU. ` +
+      'For the GPUs: npm run setup:native -- --gpu',
+  );
+}
+
 export async function prepare(
-  config: TrainingConfig & { backend: BackendChoice; dataDir: string },
+  config: TrainingConfig & { backend: BackendChoice; dataDir: string; threads: number; gpus: readonly number[] },
   log: Logger,
 ): Promise<Prepared> {
-  const backend = await selectBackend(config.backend, (event, fields) => {
-    // An unavailable backend is expected when `auto` falls through (no native tfjs here): debug, not noise.
-    if (event === 'backend.selected') log.info({ event, ...fields }, `tfjs backend: ${String(fields.backend ?? fields.selected ?? '')}`);
-    else log.debug({ event, ...fields }, `${event}: ${JSON.stringify(fields)}`);
-  });
+  const backend = await selectBackend(
+    config.backend,
+    (event, fields) => {
+      // An unavailable backend is expected when `auto` falls through (no native tfjs here): debug, not noise.
+      if (event !== 'backend.selected') log.debug({ event, ...fields }, `${event}: ${JSON.stringify(fields)}`);
+    },
+    { threads: config.threads },
+  );
+  log.info({ event: 'backend.selected', ...backend }, `tfjs backend: ${describeBackend(backend)}`);
+  warnIfGpusUnused(config.gpus, backend, log);
   const started = performance.now();
   const data = await loadDataset(config.dataset, {
     dir: config.dataDir || undefined,

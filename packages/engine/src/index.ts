@@ -9,3 +9,4 @@ export * from './evaluate.js';
 export * from './local-trainer.js';
 export * from './export.js';
 export * from './reference.js';
+export * from './backend/native.js';

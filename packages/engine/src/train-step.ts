@@ -23,6 +23,12 @@ export class SgdStep {
   private readonly velocity: tf.Variable[];
   /** Running sum of the losses since the last takeLossSum(), kept on the backend to avoid a sync per step. */
   private lossSum: tf.Variable<tf.Rank.R0>;
+  /**
+   * μ and λ as tensors made once: a JS number in an op becomes a new scalar tensor on every call, which costs
+   * an allocation (and on native TensorFlow a trip through the C API) per weight per step.
+   */
+  private readonly mu: tf.Scalar;
+  private readonly lambda: tf.Scalar;
 
   constructor(
     private readonly model: tf.LayersModel,
@@ -31,6 +37,8 @@ export class SgdStep {
     this.weights = model.trainableWeights.map((w) => w.read() as tf.Variable);
     this.velocity = this.weights.map((w) => tf.variable(tf.zerosLike(w), false));
     this.lossSum = tf.variable(tf.scalar(0), false);
+    this.mu = tf.keep(tf.scalar(options.momentum));
+    this.lambda = tf.keep(tf.scalar(options.weightDecay));
   }
 
   /** Runs one step on (x, y) with learning rate `lr`; disposes x and y. */
@@ -41,13 +49,14 @@ export class SgdStep {
         () => crossEntropy(this.model.apply(x, { training: true }) as tf.Tensor, y),
         this.weights,
       );
+      const eta = tf.scalar(lr);
       for (let i = 0; i < this.weights.length; i++) {
         const w = this.weights[i];
         let g = grads[w.name];
-        if (weightDecay > 0) g = g.add(w.mul(weightDecay));
-        const v = momentum > 0 ? this.velocity[i].mul(momentum).add(g) : g;
+        if (weightDecay > 0) g = g.add(w.mul(this.lambda));
+        const v = momentum > 0 ? this.velocity[i].mul(this.mu).add(g) : g;
         if (momentum > 0) this.velocity[i].assign(v);
-        w.assign(w.sub(v.mul(lr)));
+        w.assign(w.sub(v.mul(eta)));
       }
       this.lossSum.assign(this.lossSum.add(value));
     });
@@ -92,5 +101,7 @@ export class SgdStep {
   dispose(): void {
     for (const v of this.velocity) v.dispose();
     this.lossSum.dispose();
+    this.mu.dispose();
+    this.lambda.dispose();
   }
 }

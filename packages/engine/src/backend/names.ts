@@ -12,4 +12,8 @@ export interface BackendReport {
   readonly attempts: readonly { backend: BackendName; ok: boolean; reason?: string }[];
   /** CUDA_VISIBLE_DEVICES as this process saw it (null if unset). */
   readonly cudaVisibleDevices: string | null;
+  /** libtensorflow's version on the native backends (null on wasm and cpu). */
+  readonly tensorflowVersion: string | null;
+  /** Threads one op may use: libtensorflow's intra-op pool on native, 1 on wasm and cpu. */
+  readonly threads: number;
 }

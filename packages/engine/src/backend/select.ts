@@ -4,16 +4,20 @@
  *   tensorflow      @tensorflow/tfjs-node, libtensorflow on the CPU   (also `tensorflow`)
  *   wasm            @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD) plus hwa's training kernels (wasm-kernels.ts)
  *   cpu             tfjs's pure-JS backend
- * The two native packages are optionalDependencies whose install script downloads libtensorflow; without
- * network access npm drops them silently (DESIGN.md §6), so on such hosts auto ends on wasm.
+ * The two native packages are optionalDependencies whose own install script downloads a libtensorflow that
+ * many hosts cannot reach; npm then drops them. `npm run setup:native` (packages/cli/src/native/) installs them
+ * and builds their addon against a current TensorFlow; without it, auto ends on wasm.
  *
  * Determinism: cpu and wasm run on one thread (tfjs-backend-wasm cannot use threads in Node, tfjs #3830),
  * so with fixed seeds they repeat bit for bit; parallelism comes from running one worker process per core.
+ * Native TensorFlow repeats bit for bit at a fixed thread count (docs/backends.md).
  */
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { BACKENDS, BackendError, type BackendChoice } from '@hwa/core';
+import { cpus } from 'node:os';
 import { BACKEND_ORDER, type BackendName, type BackendReport } from './names.js';
+import { NATIVE_PACKAGES, locateNativePackage, nativeAddonBuilt, setTensorflowThreads, tensorflowThreads } from './native.js';
 import { registerWasmTrainingKernels } from './wasm-kernels.js';
 
 export { registerWasmTrainingKernels, unregisterWasmTrainingKernels, WASM_TRAINING_KERNELS } from './wasm-kernels.js';
@@ -21,18 +25,15 @@ export { registerWasmTrainingKernels, unregisterWasmTrainingKernels, WASM_TRAINI
 /** Structured log sink (pino-like `log(event, fields)`); events are `backend.unavailable` and `backend.selected`. */
 export type BackendLog = (event: string, fields: Record<string, unknown>) => void;
 
-const GPU_PACKAGE = '@tensorflow/tfjs-node-gpu';
-const CPU_PACKAGE = '@tensorflow/tfjs-node';
+const GPU_PACKAGE = NATIVE_PACKAGES.gpu;
+const CPU_PACKAGE = NATIVE_PACKAGES.cpu;
 
 /** What the user should do when a backend they asked for by name cannot load. */
 const REMEDY: Record<BackendName, string> = {
   'tensorflow-gpu':
-    `install ${GPU_PACKAGE}@4.22.0 on Linux x86-64 with an NVIDIA driver >= 450, CUDA 11.2 and cuDNN 8.1 ` +
-    `(the tfjs-node README's requirement) on LD_LIBRARY_PATH; its install script downloads libtensorflow, ` +
-    `so run \`npm rebuild ${GPU_PACKAGE}\` with network access; or choose --backend wasm`,
-  tensorflow:
-    `install ${CPU_PACKAGE}@4.22.0 (its install script downloads libtensorflow: run ` +
-    `\`npm rebuild ${CPU_PACKAGE}\` with network access); or choose --backend wasm`,
+    'run `npm run setup:native -- --gpu` (TensorFlow with CUDA 12 and cuDNN 9 from pip wheels; needs an NVIDIA ' +
+    'driver for CUDA 12 on Linux x86-64), or choose --backend tensorflow or wasm',
+  tensorflow: 'run `npm run setup:native` (TensorFlow for the CPU from a pip wheel), or choose --backend wasm',
   wasm: 'reinstall @tensorflow/tfjs-backend-wasm@4.22.0 (its .wasm files must sit next to its dist/ bundle), or choose --backend cpu',
   cpu: 'reinstall @tensorflow/tfjs@4.22.0',
 };
@@ -54,9 +55,20 @@ function assertInstalled(spec: string): void {
   }
 }
 
-/** Imports a native tfjs-node package; the specifier is a variable so TypeScript doesn't need its types. */
+/**
+ * Imports a native tfjs-node package; the specifier is a variable so TypeScript doesn't need its types. A
+ * package without its built addon is not imported at all: its JS would register every `tensorflow` kernel
+ * before failing, and the next package would then register them all again.
+ */
 async function importNative(spec: string): Promise<void> {
   assertInstalled(spec);
+  // libtensorflow's INFO and WARNING lines (CPU features, oneDNN) would fill every worker's log.
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
+  const location = locateNativePackage(spec);
+  if (!nativeAddonBuilt(location)) {
+    const setup = spec === GPU_PACKAGE ? 'npm run setup:native -- --gpu' : 'npm run setup:native';
+    throw new Unavailable(`${spec} is installed but its native addon is not built (${setup} builds it)`);
+  }
   try {
     await import(spec);
   } catch (err) {
@@ -92,7 +104,7 @@ const LOADERS: Record<BackendName, () => Promise<void>> = {
       throw new Unavailable(
         `${GPU_PACKAGE} loaded but TensorFlow found no usable CUDA GPU` +
           (visible == null ? '' : ` (CUDA_VISIBLE_DEVICES=${visible})`) +
-          ' - check nvidia-smi and that the CUDA 11.2 / cuDNN 8.1 libraries are on LD_LIBRARY_PATH',
+          ' - check nvidia-smi, and that `npm run setup:native -- --gpu` finished (it wires in CUDA 12 and cuDNN 9)',
       );
     }
   },
@@ -119,12 +131,28 @@ const LOADERS: Record<BackendName, () => Promise<void>> = {
   },
 };
 
+/** How a process wants its backend set up. */
+export interface BackendOptions {
+  /**
+   * libtensorflow intra-op (and inter-op) threads for the native backends; 0 = TensorFlow's default (one per
+   * core). Read once, when the native package first loads in this process. wasm and cpu always use one thread.
+   */
+  threads?: number;
+}
+
+/** libtensorflow's version, as its C API reports it (the `tensorflow` backend's binding). */
+function tensorflowVersion(): string | undefined {
+  const backend = tf.backend() as unknown as { binding?: { TF_Version?: string } };
+  return backend.binding?.TF_Version;
+}
+
 /**
  * Loads and activates a tfjs backend. `auto` tries tensorflow-gpu, tensorflow, wasm, cpu in that order and
  * keeps the first that works; a named choice that cannot load throws BackendError saying why and what to
  * do. Safe to call more than once (kernel registration is idempotent).
  */
-export async function selectBackend(choice: BackendChoice, log?: BackendLog): Promise<BackendReport> {
+export async function selectBackend(choice: BackendChoice, log?: BackendLog, options: BackendOptions = {}): Promise<BackendReport> {
+  setTensorflowThreads(options.threads ?? 0);
   if (choice !== 'auto' && !(BACKEND_ORDER as readonly string[]).includes(choice)) {
     throw new BackendError(`unknown backend '${String(choice)}': valid names are ${BACKENDS.join(', ')}`);
   }
@@ -143,11 +171,14 @@ export async function selectBackend(choice: BackendChoice, log?: BackendLog): Pr
       continue;
     }
     attempts.push({ backend, ok: true });
+    const native = tf.getBackend() === 'tensorflow';
     const report: BackendReport = {
       selected: backend,
       tfBackend: tf.getBackend(),
       attempts,
       cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null,
+      tensorflowVersion: native ? (tensorflowVersion() ?? null) : null,
+      threads: native ? tensorflowThreads(cpus().length) : 1,
     };
     log?.('backend.selected', { ...report });
     return report;

@@ -17,8 +17,9 @@
  *   Conv2DBackpropFilter: stock none; CNN conv2 13, conv1 4 (im2col)
  *   MaxPoolGrad 2×2 over 64×26×26×32: stock 15–28, here 2–7 (both depend on the data)
  *   Sum of 64×26×26×32 over all but channels: stock 2.8–3.4, here 0.15–0.35
- *   Identity (the engine's clone of every tensor saved for backprop): a copy before, a reference now
- *   whole steps: mlp 17.3 → 3.6 ms, cnn (not trainable before) 53 ms, resnet20 3.6 → 1.1 s
+ *   Identity (the engine's clone of every tensor saved for backprop): stock a copy, here a reference
+ *   whole steps, stock → here: mlp 17.3 → 3.6 ms, cnn (stock cannot train it) 53 ms, resnet20 3.6 → 1.1 s
+ * (docs/measurements.md#wasm-kernels)
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
