@@ -4,7 +4,7 @@
  * is not listed, or that has no keys at all, stops at once with the reason while the coordinator logs the
  * refused key; the key folder is made by `hwa keys` and never overwritten.
  */
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '@hwa/core';
@@ -106,8 +106,11 @@ describe('through the CLI', () => {
   });
 
   it('a bad key folder is a one-line error naming the missing file', async () => {
-    const { code, output } = await runHwa(['coordinator', '--curve-keys', join(root, 'nowhere'), '--bind', 'tcp://127.0.0.1:0', '--dataset', 'synthetic']).done;
+    // --out-dir in the temp folder: a run folder under the repository's runs/ would outlive the test.
+    const out = join(root, 'nowhere-run');
+    const { code, output } = await runHwa(['coordinator', '--curve-keys', join(root, 'nowhere'), '--bind', 'tcp://127.0.0.1:0', '--dataset', 'synthetic', '--out-dir', out]).done;
     expect(code).toBe(2);
+    expect(existsSync(out), 'the keys are checked before the run folder is made').toBe(false);
     expect(output).toMatch(/^hwa: --curve-keys .*nowhere: no coordinator\.secret/m);
   });
 });

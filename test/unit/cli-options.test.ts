@@ -115,9 +115,10 @@ describe('flags generated from the schema', () => {
     );
   });
 
-  it('reads --gpus 0,1 as [0, 1] and an empty list as []', () => {
+  it("reads --gpus 0,1 as [0, 1] and refuses an empty --gpus '' rather than taking it as no GPUs", () => {
     expect(resolveRunConfig({ flags: parse(['--gpus', '0,1']) }).config.gpus).toEqual([0, 1]);
-    expect(resolveRunConfig({ flags: parse(['--gpus', '']) }).config.gpus).toEqual([]);
+    expect(configErrorOf(() => parse(['--gpus', '']))).toBe("--gpus: '' is an empty list; give values such as 0,1, or leave --gpus out");
+    expect(configErrorOf(() => resolveRunConfig({ flags: { gpus: ' , ' } }))).toMatch(/^--gpus: ' , ' is an empty list/);
   });
 
   it('resolves to the schema defaults when nothing is given', () => {
@@ -175,6 +176,26 @@ describe('precedence flag > env > file > default', () => {
     // The generated name wins over an alias.
     const both = resolveRunConfig({ env: { HWA_WORKERS: '2', HWA_WORLD_SIZE: '4' }, envAliases: { HWA_WORLD_SIZE: 'workers' } });
     expect(both.config.workers).toBe(2);
+  });
+
+  it('reads only the one env name a command gives an option, and its help names that one', () => {
+    const envNames = { workers: 'HWA_WORLD_SIZE' };
+    const { config, origins } = resolveRunConfig({ env: { HWA_WORLD_SIZE: '4' }, envNames });
+    expect(config.workers).toBe(4);
+    expect(origins.workers).toBe('HWA_WORLD_SIZE');
+    expect(resolveRunConfig({ env: { HWA_WORKERS: '4' }, envNames }).config.workers).toBeUndefined();
+    const help = addSchemaOptions(new Command('coordinator'), runConfigSchema, { envNames }).helpInformation();
+    expect(help).toMatch(/env\s+HWA_WORLD_SIZE\)/);
+    expect(help).not.toContain('HWA_WORKERS');
+  });
+
+  it('ignores the keys of other commands in a shared config file, and still refuses unknown ones', () => {
+    const schema = z.object(trainingShape).strict();
+    const configFile = writeFile('.yaml', 'sync-period: 4\ngpus: [0, 1]\nin-process: true\n');
+    const { config } = resolveRunConfig({ schema, configFile, sharedFileKeys: ['gpus', 'inProcess'] });
+    expect(config.syncPeriod).toBe(4);
+    expect('gpus' in config).toBe(false);
+    expect(configErrorOf(() => resolveRunConfig({ schema, configFile }))).toMatch(/unknown option 'gpus'/);
   });
 
   it('resolves against a smaller schema too', () => {

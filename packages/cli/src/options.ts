@@ -91,10 +91,21 @@ export interface ResolveOptions<S extends z.ZodObject> {
   /** The schema to resolve; default `runConfigSchema` of `@hwa/core`. */
   readonly schema?: S;
   /**
-   * Extra env names for schema keys, e.g. `{ HWA_WORLD_SIZE: 'workers' }` for the torchrun-style variables of
-   * the worker and coordinator commands. The generated name (`HWA_WORKERS`) wins when both are set.
+   * Extra env names for schema keys, e.g. `{ HWA_WORLD_SIZE: 'workers' }`. The generated name (`HWA_WORKERS`)
+   * wins when both are set.
    */
   readonly envAliases?: Readonly<Record<string, string>>;
+  /**
+   * The one env name of a key where it is not the generated one, e.g. `{ workers: 'HWA_WORLD_SIZE' }` for the
+   * torchrun-style variables of the worker and coordinator commands; the generated name is then not read.
+   * Pass the same record to {@link addSchemaOptions} so that the help names it.
+   */
+  readonly envNames?: Readonly<Record<string, string>>;
+  /**
+   * Keys a config file shared by several commands may hold that this command does not take (`gpus` in the
+   * file a worker reads): accepted in the file and ignored, where any other unknown key is an error.
+   */
+  readonly sharedFileKeys?: readonly string[];
 }
 
 const SAFE = Number.MAX_SAFE_INTEGER;
@@ -119,6 +130,18 @@ export function optionSpecs(shape: SchemaShape | z.ZodObject): readonly OptionSp
 }
 
 type Json = z.core.JSONSchema.JSONSchema;
+
+/** `specs` with the env names of `envNames` (key → name) in place of the generated ones, help included. */
+export function withEnvNames(specs: readonly OptionSpec[], envNames: Readonly<Record<string, string>> = {}): readonly OptionSpec[] {
+  const unknown = Object.keys(envNames).filter((k) => !specs.some((s) => s.key === k));
+  if (unknown.length) throw new Error(`env names given for keys not in the schema: ${unknown.join(', ')}`);
+  return specs.map((spec) => {
+    const env = envNames[spec.key];
+    if (env === undefined) return spec;
+    const renamed = { ...spec, env };
+    return { ...renamed, help: helpText(renamed) };
+  });
+}
 
 function specFromJson(key: string, prop: z.core.JSONSchema._JSONSchema | undefined): OptionSpec {
   const p: Json = typeof prop === 'object' ? prop : {};
@@ -214,15 +237,17 @@ function helpText(spec: OptionSpec): string {
  * are checked there too, so that every bad value is reported in the same words.
  *
  * @param only - schema keys to add (default: all), e.g. the training keys for a worker command.
+ * @param envNames - env names that replace generated ones in the help (see {@link ResolveOptions.envNames}).
+ * @param hidden - accept the flags but leave them out of the help (options of another command, ignored here).
  * @throws ConfigError from `command.parse()` when a number or list flag is not a number (`--lr: 'abc' is not
  *   a number`); it propagates past commander, so catch it where the CLI prints errors.
  */
 export function addSchemaOptions(
   command: Command,
   shape: SchemaShape | z.ZodObject,
-  options: { readonly only?: readonly string[] } = {},
+  options: { readonly only?: readonly string[]; readonly envNames?: Readonly<Record<string, string>>; readonly hidden?: boolean } = {},
 ): Command {
-  const specs = optionSpecs(shape);
+  const specs = withEnvNames(optionSpecs(shape), options.envNames);
   const only = options.only;
   if (only) {
     const missing = only.filter((k) => !specs.some((s) => s.key === k));
@@ -230,9 +255,10 @@ export function addSchemaOptions(
   }
   for (const spec of specs) {
     if (only && !only.includes(spec.key)) continue;
+    const add = (option: Option) => command.addOption(options.hidden ? option.hideHelp() : option);
     if (spec.kind === 'boolean') {
-      command.addOption(checked(new Option(spec.flag, spec.help), spec.key));
-      command.addOption(checked(new Option(`--no-${spec.flag.slice(2)}`, `turn ${spec.flag} off`), spec.key));
+      add(checked(new Option(spec.flag, spec.help), spec.key));
+      add(checked(new Option(`--no-${spec.flag.slice(2)}`, `turn ${spec.flag} off`), spec.key));
       continue;
     }
     const option = checked(new Option(`${spec.flag} <${valueName(spec)}>`, spec.help), spec.key);
@@ -240,7 +266,7 @@ export function addSchemaOptions(
       // A later repetition replaces an earlier one, like every other flag; lists are given as one comma list.
       option.argParser((raw: string) => parseText(spec, raw, spec.flag));
     }
-    command.addOption(option);
+    add(option);
   }
   return command;
 }
@@ -296,6 +322,9 @@ export function parseText(spec: Pick<OptionSpec, 'kind'>, raw: string, label: st
         .split(/[,\s]+/)
         .map((s) => s.trim())
         .filter((s) => s !== '');
+      // `--gpus ''` (an unset shell variable, say) would otherwise quietly mean "no GPUs".
+      if (parts.length === 0)
+        throw new ConfigError(`${label}: '${raw}' is an empty list; give values such as 0,1, or leave ${label} out`);
       return parts.map((s) => toNumber(s, label, ' (expected a comma-separated list such as 0,1,2)'));
     }
     case 'boolean': {
@@ -344,7 +373,7 @@ export function resolveRunConfig<S extends z.ZodObject = typeof runConfigSchema>
   options: ResolveOptions<S>,
 ): ResolvedConfig<z.output<S>> {
   const schema: z.ZodObject = options.schema ?? runConfigSchema;
-  const specs = optionSpecs(schema);
+  const specs = withEnvNames(optionSpecs(schema), options.envNames);
   const byKey = new Map(specs.map((s) => [s.key, s]));
   for (const [name, key] of Object.entries(options.envAliases ?? {})) {
     if (!byKey.has(key)) throw new Error(`env alias ${name} points to '${key}', which is not a schema key`);
@@ -365,7 +394,8 @@ export function resolveRunConfig<S extends z.ZodObject = typeof runConfigSchema>
     }
   };
 
-  const file = options.configFile ? readConfigFile(options.configFile, [...byKey.keys()]) : undefined;
+  const shared = (options.sharedFileKeys ?? []).filter((k) => !byKey.has(k));
+  const file = options.configFile ? readConfigFile(options.configFile, [...byKey.keys(), ...shared]) : undefined;
   const env = options.env ?? {};
   const aliasesOf = (key: string): string[] =>
     Object.entries(options.envAliases ?? {})

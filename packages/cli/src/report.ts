@@ -1,65 +1,181 @@
 /**
  * What a training run shows and leaves behind, shared by the in-process and the distributed trainers:
- * per-round and per-evaluation records in metrics.jsonl, a progress bar on a TTY, a summary table, run.json.
+ * per-round and per-evaluation records in metrics.jsonl (each with `time`, ISO 8601 UTC, and `elapsedMs`, the
+ * run's wall time so far across resumes), progress on stderr (a bar on a terminal, plain lines in a pipe),
+ * `--json` events on stdout, `--tensorboard` scalars, a summary table and run.json.
  */
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MultiBar, type SingleBar } from 'cli-progress';
-import type { EvalRecord, RoundRecord, RunConfig, RunPlan } from '@hwa/core';
+import { roundSteps, type EvalRecord, type RoundRecord, type RunConfig, type RunPlan } from '@hwa/core';
 import type { Logger } from 'pino';
 import { setConsoleWriter } from './logging.js';
+import { barLayout, estimateEta, formatProgressLine, percent, progressFields, type ProgressState } from './progress.js';
+import { TensorBoardWriter } from './tensorboard.js';
+
+export interface ReportOptions {
+  /** Progress on stderr: the bar, a plain line every `progressEverySec`, or nothing. */
+  progress: 'bar' | 'lines' | 'off';
+  progressEverySec: number;
+  /** Events on stdout as JSON lines. */
+  json: boolean;
+  /** Folder for TensorBoard event files; '' = none. */
+  tensorboard: string;
+  /** A resumed run: keep metrics.jsonl's rounds up to this one (later ones are redone) and count on from it. */
+  resumedRound: number;
+}
+
+/** `--progress auto|bar|lines|off` and the terminal as the reporter's progress mode. */
+export function progressMode(progress: RunConfig['progress'], isTTY = Boolean(process.stderr.isTTY)): ReportOptions['progress'] {
+  if (progress === 'auto') return isTTY ? 'bar' : 'lines';
+  return progress;
+}
+
+type MetricsLine = ({ kind: 'round' } & RoundRecord) | ({ kind: 'eval' } & EvalRecord);
+type Stamped = { time: string; elapsedMs: number };
 
 export class RunReporter {
   readonly rounds: RoundRecord[] = [];
   readonly evals: EvalRecord[] = [];
   private bars: MultiBar | null = null;
   private bar: SingleBar | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly tensorboard: TensorBoardWriter | null;
   private readonly metricsFile: string;
   private readonly started = performance.now();
+  /** Wall time of the earlier parts of a resumed run (up to their last kept record). */
+  private readonly priorMs: number;
+  /** Rounds of earlier parts, so this process's pace and totals can tell them apart. */
+  private readonly priorRounds: number;
+  /** When this process's first round started (performance.now() clock), for the ETA. */
+  private firstRoundStart: number | null = null;
 
   constructor(
     private readonly dir: string,
     private readonly plan: RunPlan,
     private readonly log: Logger,
-    showProgress: boolean,
-    /** A resumed run: keep metrics.jsonl's earlier rounds and start the bar at this round. */
-    resumedRound = 0,
+    private readonly options: ReportOptions,
   ) {
     this.metricsFile = join(dir, 'metrics.jsonl');
-    if (resumedRound === 0) writeFileSync(this.metricsFile, '');
-    if (showProgress) {
-      this.bars = new MultiBar({
-        format: 'epoch {epoch} |{bar}| round {value}/{total} | loss {loss} | online {online} | offline {offline} | {rate} samples/s',
-        stream: process.stderr,
-        hideCursor: true,
-        clearOnComplete: false,
-      });
-      this.bar = this.bars.create(plan.rounds, resumedRound, { epoch: '0.00', loss: '-', online: '-', offline: '-', rate: '-' });
+    if (options.resumedRound === 0) writeFileSync(this.metricsFile, '');
+    this.priorMs = options.resumedRound > 0 ? this.keepEarlierRecords(options.resumedRound) : 0;
+    this.priorRounds = this.rounds.length;
+    this.tensorboard = options.tensorboard ? new TensorBoardWriter(options.tensorboard) : null;
+    this.emit({ event: 'run.started', dir, plan, resumedRound: options.resumedRound });
+    if (options.progress === 'bar') {
+      const layout = barLayout(process.stderr.columns || undefined);
+      this.bars = new MultiBar({ ...layout, stream: process.stderr, hideCursor: true, clearOnComplete: false });
+      this.bar = this.bars.create(plan.rounds, options.resumedRound, progressFields(this.state()));
       const bars = this.bars;
       setConsoleWriter((line) => bars.log(line.endsWith('\n') ? line : `${line}\n`));
+      // Elapsed and ETA move between rounds too.
+      this.timer = setInterval(() => this.bar?.update(progressFields(this.state())), 1000);
+    } else if (options.progress === 'lines') {
+      this.timer = setInterval(() => process.stderr.write(`${formatProgressLine(this.state())}\n`), options.progressEverySec * 1000);
     }
+    this.timer?.unref();
+  }
+
+  /**
+   * metrics.jsonl of the interrupted part, cut after `round` (rounds after the checkpoint run again) and kept as
+   * this run's history, so totals and the file add up as if the run had not stopped. Returns the wall time the
+   * earlier parts took up to their last kept record.
+   */
+  private keepEarlierRecords(round: number): number {
+    if (!existsSync(this.metricsFile)) return 0;
+    const kept = readFileSync(this.metricsFile, 'utf8')
+      .split('\n')
+      .flatMap((l) => {
+        // A process killed outright (SIGKILL) can leave its last line half written: dropped, as a later round.
+        try {
+          return [JSON.parse(l) as MetricsLine & Partial<Stamped>];
+        } catch {
+          return [];
+        }
+      })
+      .filter((l) => typeof l.round === 'number' && l.round <= round);
+    writeFileSync(this.metricsFile, kept.map((l) => JSON.stringify(l) + '\n').join(''));
+    for (const l of kept) {
+      const { kind, time: _time, elapsedMs: _elapsed, ...record } = l;
+      if (kind === 'round') this.rounds.push(record as RoundRecord);
+      else this.evals.push(record as EvalRecord);
+    }
+    const stamped = kept.flatMap((l) => (l.elapsedMs === undefined ? [] : [l.elapsedMs]));
+    // Records written before metrics carried elapsedMs: the rounds' own wall time is the best lower bound.
+    return stamped.length ? Math.max(...stamped) : this.rounds.reduce((a, r) => a + r.wallMs, 0);
+  }
+
+  /** Wall time of the run so far, earlier parts included. */
+  elapsedMs(): number {
+    return this.priorMs + (performance.now() - this.started);
+  }
+
+  /** The progress fields now. */
+  state(): ProgressState {
+    const last = this.rounds.at(-1);
+    const evalNow = this.evals.at(-1);
+    const mine = this.rounds.slice(this.priorRounds);
+    const roundMs = mine.reduce((a, r) => a + r.wallMs, 0);
+    const round = last?.round ?? this.options.resumedRound;
+    return {
+      round,
+      rounds: this.plan.rounds,
+      epoch: last?.epoch ?? 0,
+      epochs: this.plan.totalSteps / this.plan.stepsPerEpoch,
+      elapsedMs: this.elapsedMs(),
+      etaMs:
+        this.firstRoundStart === null
+          ? null
+          : estimateEta({ sinceFirstRoundStartMs: performance.now() - this.firstRoundStart, roundsDone: mine.length, roundsLeft: this.plan.rounds - round }),
+      samplesPerSecond: mine.length && roundMs > 0 ? (mine.reduce((a, r) => a + r.samples, 0) / roundMs) * 1000 : null,
+      loss: last?.loss ?? null,
+      lr: last?.lr ?? null,
+      online: evalNow?.online.accuracy ?? null,
+      offline: evalNow?.offline.accuracy ?? null,
+    };
+  }
+
+  private stamp(): Stamped {
+    return { time: new Date().toISOString(), elapsedMs: Math.round(this.elapsedMs()) };
+  }
+
+  /** A `--json` event on stdout. */
+  private emit(event: Record<string, unknown>): void {
+    if (this.options.json) process.stdout.write(JSON.stringify({ ...event, time: new Date().toISOString() }) + '\n');
   }
 
   round(r: RoundRecord): void {
+    this.firstRoundStart ??= performance.now() - r.wallMs;
     this.rounds.push(r);
-    appendFileSync(this.metricsFile, JSON.stringify({ kind: 'round', ...r }) + '\n');
-    const rate = r.wallMs > 0 ? Math.round((r.samples / r.wallMs) * 1000) : 0;
-    this.bar?.update(r.round, { epoch: r.epoch.toFixed(2), loss: r.loss.toFixed(4), rate });
+    const stamp = this.stamp();
+    appendFileSync(this.metricsFile, JSON.stringify({ kind: 'round', ...stamp, ...r }) + '\n');
+    this.bar?.update(r.round, progressFields(this.state()));
+    this.tensorboard?.scalars(r.step, { 'train/loss': r.loss, 'train/lr': r.lr });
+    this.emit({ event: 'round', rounds: this.plan.rounds, elapsedMs: stamp.elapsedMs, ...r });
     this.log.debug({ event: 'round.averaged', ...r });
   }
 
   evaluation(e: EvalRecord): void {
     this.evals.push(e);
-    appendFileSync(this.metricsFile, JSON.stringify({ kind: 'eval', ...e }) + '\n');
-    const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
-    this.bar?.update({ online: pct(e.online.accuracy), offline: pct(e.offline.accuracy) });
+    const stamp = this.stamp();
+    appendFileSync(this.metricsFile, JSON.stringify({ kind: 'eval', ...stamp, ...e }) + '\n');
+    this.bar?.update(progressFields(this.state()));
+    this.tensorboard?.scalars(roundSteps(this.plan, e.round).end, {
+      'test/online_accuracy': e.online.accuracy,
+      'test/offline_accuracy': e.offline.accuracy,
+      'test/online_loss': e.online.loss,
+      'test/offline_loss': e.offline.loss,
+    });
+    this.emit({ event: 'eval', elapsedMs: stamp.elapsedMs, ...e });
     this.log.info(
       { event: 'eval.done', round: e.round, epoch: Number(e.epoch.toFixed(3)), online: e.online, offline: e.offline },
-      `epoch ${e.epoch.toFixed(2)}: online ${pct(e.online.accuracy)} (loss ${e.online.loss.toFixed(4)}), offline ${pct(e.offline.accuracy)} (loss ${e.offline.loss.toFixed(4)})`,
+      `round ${e.round}/${this.plan.rounds}, epoch ${e.epoch.toFixed(2)}: online ${percent(e.online.accuracy)} (loss ${e.online.loss.toFixed(4)}), offline ${percent(e.offline.accuracy)} (loss ${e.offline.loss.toFixed(4)})`,
     );
   }
 
   stopProgress(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
     if (!this.bars) return;
     this.bars.stop();
     setConsoleWriter(null);
@@ -67,10 +183,13 @@ export class RunReporter {
     this.bar = null;
   }
 
-  /** Totals of the run: wall time, samples/s and the split of round time into compute/send/wait/average. */
+  /**
+   * Totals of the run: wall time, samples/s and the split of round time into compute/send/wait/average. A
+   * resumed run counts its earlier parts too (their rounds up to the checkpoint, their wall time up to it).
+   */
   totals(): RunTotals {
     const sum = (f: (r: RoundRecord) => number) => this.rounds.reduce((a, r) => a + f(r), 0);
-    const wallMs = performance.now() - this.started;
+    const wallMs = this.elapsedMs();
     const roundMs = sum((r) => r.wallMs);
     const last = this.evals.at(-1);
     return {
@@ -87,6 +206,7 @@ export class RunReporter {
       roundMs,
       bytes: sum((r) => r.bytes),
       final: last ? { online: last.online, offline: last.offline } : null,
+      resumedFrom: this.options.resumedRound > 0 ? this.options.resumedRound : null,
     };
   }
 
@@ -97,7 +217,7 @@ export class RunReporter {
     const share = (ms: number) => (t.roundMs > 0 ? `${((ms / t.roundMs) * 100).toFixed(1)}%` : '-');
     const rows: [string, string][] = [
       ['rounds', `${t.rounds} of ${this.plan.rounds} (K=${this.plan.workers}, H=${this.plan.syncPeriod})`],
-      ['wall time', `${(t.wallMs / 1000).toFixed(1)} s`],
+      ['wall time', `${(t.wallMs / 1000).toFixed(1)} s${t.resumedFrom ? ` (with the part before the resume after round ${t.resumedFrom})` : ''}`],
       ['throughput', `${Math.round(t.samplesPerSecond)} samples/s`],
       ['compute', `${(t.computeMs / 1000).toFixed(2)} s (${share(t.computeMs)} of round time, slowest worker)`],
       ['sync overhead', `${(t.commMs / 1000).toFixed(2)} s (${share(t.commMs)}): round time beyond compute`],
@@ -116,6 +236,7 @@ export class RunReporter {
       join(this.dir, 'run.json'),
       JSON.stringify({ config, plan: this.plan, totals: t, evals: this.evals, ...extra }, null, 2) + '\n',
     );
+    this.emit({ event: 'run.finished', dir: this.dir, totals: t });
     return t;
   }
 }
@@ -134,4 +255,6 @@ export interface RunTotals {
   roundMs: number;
   bytes: number;
   final: { online: { loss: number; accuracy: number }; offline: { loss: number; accuracy: number } } | null;
+  /** The checkpoint round a resumed run went on from (its totals include the earlier part); null if none. */
+  resumedFrom: number | null;
 }

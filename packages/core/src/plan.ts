@@ -28,6 +28,26 @@ export interface RunPlan {
   readonly offline: OfflineKind;
   /** First round (1-based) whose average enters the offline average. */
   readonly offlineStartRound: number;
+  /**
+   * When θ̄ and θ_HWA are evaluated (`--eval-every`): after every `every`-th round, or after each round that
+   * crosses a multiple of `every` local steps (`X epochs`, rounded to whole steps); always after the last round.
+   * Absent (hand-built plans) = every epoch.
+   */
+  readonly evalEvery?: { readonly unit: 'rounds' | 'steps'; readonly every: number };
+}
+
+/**
+ * `--eval-every` text as a schedule: `'20'` = every 20 rounds; `'0.25epoch'`, `'2 epochs'`, `'epoch'` = every
+ * so many epochs of local steps (at least one step).
+ * @throws ConfigError naming the value when it is neither.
+ */
+export function parseEvalEvery(text: string, stepsPerEpoch: number): NonNullable<RunPlan['evalEvery']> {
+  const t = text.trim();
+  if (/^[1-9]\d*$/.test(t)) return { unit: 'rounds', every: Number(t) };
+  const m = /^(\d+\.?\d*|\.\d+)?\s*epochs?$/.exec(t);
+  const epochs = m ? (m[1] === undefined ? 1 : Number(m[1])) : NaN;
+  if (!(epochs > 0)) throw new ConfigError(`--eval-every: '${text}' is neither N rounds (20) nor X epochs (0.25epoch)`);
+  return { unit: 'steps', every: Math.max(1, Math.round(epochs * stepsPerEpoch)) };
 }
 
 /** K for a mode, checking an explicit --workers against it. */
@@ -78,6 +98,7 @@ export function makePlan(config: TrainingConfig, trainCount: number): RunPlan {
     rounds,
     offline: offlineKindOf(config.mode),
     offlineStartRound,
+    evalEvery: parseEvalEvery(config.evalEvery, stepsPerEpoch),
   };
 }
 
@@ -92,11 +113,16 @@ export function epochAfterRound(plan: RunPlan, round: number): number {
   return roundSteps(plan, round).end / plan.stepsPerEpoch;
 }
 
-/** True when round r crosses an epoch boundary or is the last round: the models are evaluated after it. */
+/**
+ * True when the models are evaluated after round r: the last round, and every `--eval-every` (by default each
+ * round that crosses an epoch boundary). The coordinator, every worker and the reference all ask this.
+ */
 export function evaluatesAfterRound(plan: RunPlan, round: number): boolean {
   if (round >= plan.rounds) return true;
+  const { unit, every } = plan.evalEvery ?? { unit: 'steps', every: plan.stepsPerEpoch };
+  if (unit === 'rounds') return round % every === 0;
   const { first, end } = roundSteps(plan, round);
-  return Math.floor(end / plan.stepsPerEpoch) > Math.floor(first / plan.stepsPerEpoch);
+  return Math.floor(end / every) > Math.floor(first / every);
 }
 
 /** True when round r's average enters the offline average (start round, then every `windowEvery`). */

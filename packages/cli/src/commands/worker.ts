@@ -8,21 +8,32 @@ import { createLogger } from '../logging.js';
 import { readLocalState, writeLocalStates } from '../run-folder.js';
 import { prepare } from '../setup.js';
 import { Interrupted } from './train.js';
+import { deviceForLocalRank, localRankEnv, localThreads } from '../torchrun.js';
 
-export async function work(config: RunConfig & { connect: string; rank: number; receiveTimeout: number }): Promise<void> {
+export async function work(input: RunConfig & { connect: string; rank: number; receiveTimeout: number }): Promise<void> {
+  // torchrun's LOCAL_RANK and LOCAL_WORLD_SIZE (a launcher's own workers have neither; see torchrun.ts).
+  const { localRank, localWorldSize } = localRankEnv(process.env);
+  if (localRank !== undefined) process.env.CUDA_VISIBLE_DEVICES = deviceForLocalRank(localRank, process.env.CUDA_VISIBLE_DEVICES);
+  const config = { ...input, threads: localThreads(input.threads, localWorldSize) };
   // A launcher-started worker (it has the launcher's IPC channel) logs to stdout, which the launcher files as
   // worker-<rank>.log in its run folder; a standalone one (another host, a container) also writes that file
   // itself when given --out-dir.
   const standalone = process.send === undefined;
   const file = standalone && config.outDir ? join(config.outDir, `worker-${config.rank}.log`) : undefined;
-  const log = createLogger({ level: config.logLevel, bindings: { role: 'worker', rank: config.rank }, console: 'json', file });
+  // JSON lines are for the launcher and for log collectors (docker logs, pipes); a person at a terminal reads
+  // the same pretty lines as from `hwa train`.
+  const onScreen = standalone && process.stdout.isTTY;
+  const log = createLogger({ level: config.logLevel, bindings: { role: 'worker', rank: config.rank }, console: onScreen ? 'pretty' : 'json', file });
   const controller = new AbortController();
   const stop = (why: string) => () => controller.abort(new Interrupted(why));
   process.once('SIGINT', stop('stopped by SIGINT'));
   process.once('SIGTERM', stop('stopped by SIGTERM'));
   // Started by the launcher: its IPC channel closing means the launcher is gone, so this worker is orphaned.
   process.once('disconnect', stop('the launcher went away'));
-  log.info({ event: 'worker.started', pid: process.pid, cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null });
+  log.info(
+    { event: 'worker.started', pid: process.pid, cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null, ...(localRank !== undefined ? { localRank } : {}) },
+    `worker ${config.rank} started, pid ${process.pid}`,
+  );
   // Bad or missing keys fail here, before the data is loaded.
   const curve = config.curveKeys ? workerCurve(config.curveKeys, config.rank) : undefined;
   const prepared = await prepare(config, log);
