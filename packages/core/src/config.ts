@@ -11,6 +11,9 @@ import { z } from 'zod';
 
 const positiveInt = () => z.number().int().min(1);
 
+/** `--eval-every`: `N` rounds, `X epoch(s)` (X > 0, fractions allowed), or `epoch` (= 1 epoch); see plan.ts. */
+export const EVAL_EVERY = /^\s*(?:[1-9]\d*|(?:\d+\.?\d*|\.\d+)?\s*epochs?)\s*$/;
+
 export const MODES = ['hwa', 'sgd', 'localsgd', 'swa', 'lawa', 'ema'] as const;
 export const MODELS = ['mlp', 'cnn', 'resnet20'] as const;
 export const DATASETS = ['mnist', 'fashion-mnist', 'cifar10', 'synthetic'] as const;
@@ -51,6 +54,12 @@ export const trainingShape = {
   gamma: z.number().positive().default(0.1).describe('step schedule: decay factor'),
   minLr: z.number().min(0).default(0).describe('cosine schedule: final learning rate'),
   seed: z.number().int().min(0).default(0).describe('seed of initialization and data order'),
+  // A training option because every worker must evaluate its test shard after the same rounds as the coordinator.
+  evalEvery: z
+    .string()
+    .regex(EVAL_EVERY, "must be N (rounds), X epoch(s) such as 0.25epoch, or 'epoch'")
+    .default('epoch')
+    .describe("evaluate online and offline test accuracy every N rounds ('20') or every X epochs ('0.25epoch'); always after the last round"),
   wireDtype: z.enum(WIRE_DTYPES).default('float32').describe('dtype of weights on the wire (averaging is always float32 or wider)'),
   // 256Ki floats (1 MiB): 4–6× faster rounds than one frame at 25M floats on this kind of machine, because
   // libzmq allocates a fresh buffer per message and first-touching large fresh buffers is slow; bit-identical.
@@ -58,7 +67,13 @@ export const trainingShape = {
 } as const;
 
 export const runtimeShape = {
-  backend: z.enum(BACKENDS).default('auto').describe('tfjs backend; auto tries tensorflow-gpu, tensorflow, wasm, cpu'),
+  backend: z.enum(BACKENDS).default('auto').describe('tfjs backend; auto tries tensorflow-gpu, tensorflow, wasm, cpu (the native ones need `npm run setup:native`)'),
+  threads: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe('TensorFlow threads per process on the native backends (0 = the machine\'s cores shared among the K workers, all of them for one process)'),
   inProcess: z.boolean().default(false).describe('simulate the K workers in one process (the reference trainer)'),
   transport: z
     .enum(['auto', ...TRANSPORTS])
@@ -71,11 +86,23 @@ export const runtimeShape = {
     .string()
     .default('')
     .describe('continue the run in this run folder from its checkpoint: training options come from its config.json, rounds go on from the checkpoint\'s'),
+  checkpointEvery: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe('write a checkpoint every N rounds (0 = after every evaluation, i.e. each --eval-every, by default each epoch); a coordinator killed outright loses at most that many rounds'),
   progressTimeout: z
     .number()
     .min(0)
     .default(1800)
     .describe('seconds the coordinator waits without weights or evaluations from a worker it needs before stopping the run with a checkpoint, naming the rank (0 = forever)'),
+  // torchrun's rendezvous join_timeout is 600 s too: nodes of a cluster job may start minutes apart.
+  joinTimeout: z
+    .number()
+    .min(0)
+    .default(600)
+    .describe('seconds the coordinator waits for all K workers to check in, logging the missing ranks every few seconds (0 = forever)'),
   curveKeys: z
     .string()
     .default('')
@@ -83,7 +110,45 @@ export const runtimeShape = {
   dataDir: z.string().default('').describe('folder with dataset files (default: bundled MNIST, else ~/.hwa/data/<dataset>)'),
   outDir: z.string().default('').describe('run folder for logs, metrics and the exported model (default runs/<time>)'),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info').describe('log level'),
-  progress: z.enum(['auto', 'on', 'off']).default('auto').describe('progress bar (auto = on a TTY)'),
+  progress: z
+    .enum(['auto', 'bar', 'lines', 'off'])
+    .default('auto')
+    .describe('progress on stderr: a bar (elapsed, ETA, rate, loss, accuracy), or one plain line every --progress-every seconds; auto = the bar on a terminal, lines otherwise'),
+  progressEvery: z.number().positive().default(10).describe('seconds between two progress lines when they are plain lines (piped output)'),
+  json: z.boolean().default(false).describe('print machine-readable events on stdout, one JSON object a line (run.started, round, eval, run.finished)'),
+  tensorboard: z.string().default('').describe('folder to write TensorBoard event files to (scalars: loss, lr, online/offline accuracy and loss); empty = none'),
+} as const;
+
+/**
+ * The runtime options that mean nothing to a standalone role (`hwa train` takes them all): a coordinator
+ * started alone launches no workers, so no GPUs; a worker shows no progress and follows its coordinator's
+ * transport and run. Their flags and env variables are not offered there; a config file shared by all roles
+ * may still hold them, and they are ignored. A new runtime option reaches every role unless listed here.
+ */
+const NOT_FOR_ROLE = {
+  coordinator: ['inProcess', 'gpus'],
+  worker: ['inProcess', 'gpus', 'transport', 'resume', 'checkpointEvery', 'progressTimeout', 'joinTimeout', 'progress', 'progressEvery', 'json', 'tensorboard'],
+} as const satisfies Record<string, readonly (keyof typeof runtimeShape)[]>;
+
+/** The runtime option keys a standalone role reads. */
+export const ROLE_RUNTIME_KEYS = {
+  coordinator: (Object.keys(runtimeShape) as (keyof typeof runtimeShape)[]).filter((k) => !(NOT_FOR_ROLE.coordinator as readonly string[]).includes(k)),
+  worker: (Object.keys(runtimeShape) as (keyof typeof runtimeShape)[]).filter((k) => !(NOT_FOR_ROLE.worker as readonly string[]).includes(k)),
+} as const;
+
+/**
+ * `hwa launch`, run once on every node of a cluster job (torchrun's flags): node 0 also runs the coordinator on
+ * the master port, and each node starts --nproc-per-node workers with ranks nodeRank·G … nodeRank·G+G−1.
+ */
+export const launchShape = {
+  nnodes: positiveInt().max(256).default(1).describe('number of nodes in the job (torchrun --nnodes)'),
+  nodeRank: z.number().int().min(0).default(0).describe('this node\'s rank in [0, nnodes); node 0 also runs the coordinator'),
+  nprocPerNode: positiveInt()
+    .max(256)
+    .optional()
+    .describe('workers on this node (default: one per --gpus entry, else 1); K = nnodes × nproc-per-node'),
+  masterAddr: z.string().min(1).default('127.0.0.1').describe('host name or address of node 0, where the coordinator listens (torchrun MASTER_ADDR)'),
+  masterPort: z.number().int().min(1).max(65535).default(29500).describe('tcp port of the coordinator on node 0 (torchrun MASTER_PORT)'),
 } as const;
 
 export const trainingSchema = z.object(trainingShape).strict();
