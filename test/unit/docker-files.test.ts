@@ -71,11 +71,13 @@ describe('compose files', () => {
     const ids = workers.map((name) => JSON.stringify(gpu.services[name].deploy));
     expect(new Set(ids).size).toBe(workers.length);
     workers.forEach((name, rank) => expect(ids[rank], name).toContain(`"device_ids":["${rank}"]`));
+    // …and runs them on the GPU image, built from docker/Dockerfile.gpu.
+    for (const name of workers) expect(gpu.services[name], name).toMatchObject({ image: 'hwa-gpu:latest', build: { dockerfile: 'docker/Dockerfile.gpu' } });
   });
 });
 
-describe('Dockerfile', () => {
-  const dockerfile = readFileSync(`${DOCKER}Dockerfile`, 'utf8');
+describe.each(['Dockerfile', 'Dockerfile.gpu'])('%s', (name) => {
+  const dockerfile = readFileSync(`${DOCKER}${name}`, 'utf8');
   const lines = dockerfile.split('\n').filter((l) => !l.startsWith('#'));
   const pkg = JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { workspaces: string[]; engines: { node: string } };
 
@@ -104,8 +106,33 @@ describe('Dockerfile', () => {
     expect(existsSync(ROOT + entry), entry).toBe(true);
   });
 
+  it('runs its roles as a user other than root, who owns the /runs volume', () => {
+    const run = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    const user = /^USER (\S+)$/m.exec(run)?.[1];
+    expect(user).toBeTruthy();
+    expect(user).not.toMatch(/^(root|0)$/);
+    expect(run).toContain(`chown ${user}:${user} /runs`);
+    expect(run.indexOf('\nUSER ')).toBeLessThan(run.indexOf('\nVOLUME'));
+  });
+
   it('keeps host build output and data out of the build context', () => {
-    const ignore = readFileSync(`${DOCKER}Dockerfile.dockerignore`, 'utf8').split('\n');
+    const ignore = readFileSync(`${DOCKER}${name}.dockerignore`, 'utf8').split('\n');
     for (const pattern of ['**/node_modules', '**/dist', 'runs', '.git']) expect(ignore).toContain(pattern);
+  });
+});
+
+describe('Dockerfile.gpu', () => {
+  const dockerfile = readFileSync(`${DOCKER}Dockerfile.gpu`, 'utf8');
+
+  it('builds on a CUDA 12 image and builds the GPU backend there, keeping its libraries in the run stage', () => {
+    expect(dockerfile).toMatch(/^ARG CUDA_IMAGE=nvidia\/cuda:12\.[\d.]+-(base|runtime)-ubuntu[\d.]+$/m);
+    expect(dockerfile.match(/^FROM \$\{CUDA_IMAGE\}/gm)).toHaveLength(2);
+    expect(dockerfile).toMatch(/^RUN .*npm run setup:native -- --gpu/m);
+    // setup:native links the addon's deps/ to the cache folder: the run stage needs that folder at the same path.
+    const cache = /^ENV HWA_NATIVE_CACHE=(\S+)$/m.exec(dockerfile)?.[1];
+    expect(cache).toBeTruthy();
+    expect(dockerfile).toContain(`COPY --from=build ${cache} ${cache}`);
+    // node-gyp builds against Node's headers, which the CUDA image lacks.
+    expect(dockerfile).toMatch(/^COPY --from=node \/usr\/local\/include\/node /m);
   });
 });
