@@ -1,5 +1,5 @@
 """PyTorch gloo all-reduce of N float32 across K processes on this machine: the peer figure `hwa bench comm`
-is compared with (DESIGN §6; what PeriodicModelAverager does each period).
+is compared with (docs/measurements.md#moving-weights; what PeriodicModelAverager does each period).
 
     /usr/bin/python3 bench/comm-gloo-allreduce.py --floats 25000000 --procs 2 --rounds 10 --warmup 2
 

@@ -1,11 +1,11 @@
 /**
- * Chunked, pipelined rounds compute exactly what unchunked rounds compute (issue 4): the real coordinator
- * and worker loops over real sockets end with the same θ̄, θ_HWA and worker vectors, bit for bit, whatever
- * the chunk size — not dividing the vector, 1 float, larger than the vector — for every wire dtype, with
- * workers restarting from θ̄ (pipelined broadcast, deferred offline update) or from θ_HWA (broadcast after
- * the offline update), for a 1-float model, a model with 0 extra synced buffers and one with extra buffers
- * (a chunk straddles the model/extra boundary). And both equal an independent model of the wire: decode →
- * average in float32 → encode, round by round, with HierarchicalAverager from @hwa/core.
+ * Chunked, pipelined rounds compute exactly what unchunked rounds compute (docs/protocol.md#chunking): the
+ * real coordinator and worker loops over real sockets end with the same θ̄, θ_HWA and worker vectors, bit for
+ * bit, whatever the chunk size — not dividing the vector, 1 float, larger than the vector — for every wire
+ * dtype, with workers restarting from θ̄ (pipelined broadcast, deferred offline update) or from θ_HWA
+ * (broadcast after the offline update), for a 1-float model, a model with 0 extra synced buffers and one with
+ * extra buffers (a chunk straddles the model/extra boundary). And both equal an independent model of the
+ * wire: decode → average in float32 → encode, round by round, with HierarchicalAverager from @hwa/core.
  */
 import { HierarchicalAverager, WIRE_DTYPES, type WireDtype } from '@hwa/core';
 import { decodeRange, encodeRange, bytesPerElement } from '@hwa/protocol';

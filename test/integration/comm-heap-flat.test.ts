@@ -1,5 +1,5 @@
 /**
- * No model-sized allocation per round on the hot path (issue 4): the real coordinator and worker loops run
+ * No model-sized allocation per round on the hot path: the real coordinator and worker loops run
  * 120 rounds of a 250k-float (1 MB) vector in a child process (`node --expose-gc`), which reports heapUsed + external
  * (ArrayBuffers, zeromq's receive buffers) after a forced GC every 10 rounds from round 20 on (the offline
  * window's slots and the JIT have settled by then). Growth from round 20 to the end must stay under

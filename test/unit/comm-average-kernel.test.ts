@@ -1,7 +1,7 @@
 /**
- * The coordinator's averaging kernels (issue 4): the fused decode-and-average of 16-bit wire codes equals
- * decoding to float32 and then averaging, bit for bit, for every K the kernels specialise and beyond; both
- * kernels respect their range and never touch anything outside it.
+ * The coordinator's averaging kernels (docs/algorithm.md#online-average): the fused decode-and-average of
+ * 16-bit wire codes equals decoding to float32 and then averaging, bit for bit, for every K the kernels
+ * specialise and beyond; both kernels respect their range and never touch anything outside it.
  */
 import { meanCodesRangeInto, meanRangeInto, mulberry32 } from '@hwa/core';
 import { decodeRange, decodeTable, encodeRange } from '@hwa/protocol';

@@ -1,7 +1,7 @@
 /**
- * Chunk boundaries (issue 4): the plan covers every float exactly once, in order, for sizes the chunk does
- * not divide, a 1-float vector, an empty one, and chunks larger than the vector; the receiver's tracker
- * accepts every plan and completes exactly on its last chunk.
+ * Chunk boundaries (docs/protocol.md#chunking): the plan covers every float exactly once, in order, for sizes
+ * the chunk does not divide, a 1-float vector, an empty one, and chunks larger than the vector; the
+ * receiver's tracker accepts every plan and completes exactly on its last chunk.
  */
 import { ChunkTracker, chunkDescriptors, chunkPlan } from '@hwa/protocol';
 import { describe, expect, it } from 'vitest';

@@ -1,6 +1,7 @@
 /**
- * What a vector loses on the wire (issue 4): every wire dtype's round trip float32 → wire → float32 through
- * the path the coordinator and workers use (tensorFrame / readTensorInto, chunk by chunk), within its bound:
+ * What a vector loses on the wire (docs/protocol.md#wire-dtypes): every wire dtype's round trip
+ * float32 → wire → float32 through the path the coordinator and workers use (tensorFrame / readTensorInto,
+ * chunk by chunk), within its bound:
  * float32 exact; float16 relative error ≤ 2^-11 in its normal range and absolute ≤ 2^-25 below it;
  * bfloat16 relative ≤ 2^-8 over the whole float32 normal range.
  */

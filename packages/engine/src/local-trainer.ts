@@ -1,7 +1,7 @@
 /**
  * One HWA worker's state and work, independent of where it runs: the worker process and the in-process
  * reference trainer both drive this class, so they compute the same numbers by construction and the
- * distributed runtime can be checked against the reference (DESIGN §1, "Determinism").
+ * distributed runtime can be checked against the reference (docs/algorithm.md#determinism-and-the-oracle-test).
  *
  * A round: load the restart vector → run the round's local SGD steps on this rank's batches → read the
  * vector to send. The synced vector is [model (layout order) | momentum, if --momentum-sync average].

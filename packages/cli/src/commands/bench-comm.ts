@@ -1,6 +1,6 @@
 /**
  * `hwa bench comm`: how long a sync round takes on this machine, against the ceilings measured in the same run
- * (DESIGN §4, issue 4). For every model size N, K, transport and wire dtype it runs the real Coordinator here
+ * (docs/measurements.md#the-communication-benchmark). For every model size N, K, transport and wire dtype it runs the real Coordinator here
  * and K real worker processes (the real worker loop with a VectorTrainer that holds N floats and does no
  * training), and reports:
  *
@@ -12,7 +12,7 @@
  *   shm rows (messages over ipc, tensors through files in /dev/shm) show the ipc echo: the socket ceiling that
  *   shared memory goes around, so their ÷echo may drop below 1.
  * - averaging: the mean kernel alone, inside the coordinator (per round, all chunks) and standalone; its
- *   bandwidth counts input bytes, K·N·4 / time (as DESIGN §6 does), against memcpy's N·4 / time
+ *   bandwidth counts input bytes, K·N·4 / time (as docs/measurements.md#averaging-kernel does), against memcpy's N·4 / time
  *   (`Float32Array.set` of the same N floats, same run). The standalone kernels and memcpy run in a short-lived
  *   child process on preallocated, already-touched vectors; float32 is the coordinator's StagedMean
  *   (WebAssembly SIMD) on inputs in its staging slots, as a shm round runs it (the JSON's averageStaged adds
@@ -24,16 +24,17 @@
  *
  * The echo sends the same frames as the case (one per chunk). Frame size matters more than anything else
  * here: libzmq mallocs every received frame, glibc serves frames over 32 MB from fresh mmap()ed memory each
- * time, and on this VM first touches of fresh memory cost ~3 ms per MB (a 100 MB frame: ~300 ms before a
- * byte is copied). Chunks of 256Ki floats (1 MiB, the default here) come from memory glibc reuses. Comparing a chunked round with
- * an unchunked echo would flatter the round, so the echo is framed like the case.
+ * time, and on a virtual machine like the 2-core reference one first touches of fresh memory cost ~3 ms per MB
+ * (a 100 MB frame: ~300 ms before a byte is copied; docs/measurements.md#allocator-and-first-touch). Chunks of
+ * 256Ki floats (1 MiB, the default here) come from memory glibc reuses. Comparing a chunked round with an
+ * unchunked echo would flatter the round, so the echo is framed like the case.
  * The worker processes get the malloc tunables `hwa train` gives its workers (GLIBC_TUNING in launcher.ts: keep
  * freed memory mapped, so receive buffers land in memory touched before); `--glibc-tuning` gives them to the
  * bench process, i.e. the coordinator, as well (a launcher's coordinator runs without them unless the user sets
  * GLIBC_TUNABLES).
  *
  *   npm run bench:comm                                           # 1M,10M,25M × K=2 × ipc,tcp,shm × 3 dtypes
- *   npm run bench:comm -- --sizes 25M --workers 2 --rounds 10    # the issue's headline case
+ *   npm run bench:comm -- --sizes 25M --workers 2 --rounds 10    # the headline case: 100 MB, K=2
  *   npm run bench:comm -- --sizes 100M --workers 1,2,4 --chunk-floats 0,1M --gloo /usr/bin/python3
  *
  * Output: a table on stdout, JSON (--out, default bench/results/comm.json), and an SVG of round time vs
@@ -57,8 +58,8 @@ import { GLIBC_TUNING } from '../launcher.js';
 
 const GLOO_SCRIPT = fileURLToPath(new URL('../../../../bench/comm-gloo-allreduce.py', import.meta.url));
 const CEILINGS_SCRIPT = fileURLToPath(new URL('../bench/comm-ceilings-main.js', import.meta.url));
-/** PyTorch gloo all-reduce, K=2, 25M floats, median on this kind of machine (DESIGN §6). */
-const GLOO_DESIGN_MS = 111;
+/** PyTorch gloo all-reduce, K=2, 25M floats, median on the reference machine (docs/measurements.md#moving-weights). */
+const GLOO_REFERENCE_MS = 111;
 
 /** Options of `hwa bench comm`, as commander parses them. */
 export interface BenchCommOptions {
@@ -84,14 +85,13 @@ export interface BenchCommOptions {
   maxGib: number;
   /** A python with torch: time gloo all-reduce of the same sizes and K beside ours. */
   gloo?: string;
-  /** Run with GLIBC_TUNABLES set to {@link GLIBC_TUNING} (this process re-runs itself; workers inherit it). */
+  /**
+   * Run with GLIBC_TUNABLES set to {@link GLIBC_TUNING} (this process re-runs itself; workers inherit it): freed
+   * heap memory stays mapped instead of going back to the OS, so libzmq's receive buffers land in memory touched
+   * before (see the file comment: fresh memory is what makes large transfers slow).
+   */
   glibcTuning?: boolean;
 }
-
-/**
- * Keeps freed heap memory mapped instead of returning it to the OS, so libzmq's receive buffers land in
- * memory touched before (see the file comment: fresh memory is what makes large transfers slow on this VM).
- */
 
 /** "25M" → 25,000,000; "1.5k" → 1500; plain integers as they are. */
 export function parseCount(text: string): number {
@@ -127,7 +127,7 @@ function intAtLeast(min: number): (text: string) => number {
 
 /** Adds `bench comm` to `program` (called from main.ts). */
 export function registerBenchCommands(program: Command): void {
-  const bench = program.command('bench').description('benchmarks (see bench/ and DESIGN §4)');
+  const bench = program.command('bench').description('benchmarks (see bench/ and docs/measurements.md)');
   bench
     .command('comm')
     .description('sync-round time of the real coordinator and workers vs memcpy and a raw zeromq echo')
@@ -323,14 +323,16 @@ export async function benchComm(o: BenchCommOptions): Promise<CaseResult[]> {
         out.write(`gloo all-reduce N=${fmtCount(floats)} K=${procs}: ${g.error ? `failed (${g.error})` : `median ${ms(g.median_ms)} ms (min ${ms(g.min_ms)}, max ${ms(g.max_ms)}), torch ${g.torch}`}\n`);
       }
 
-  // The issue's headline comparisons, when their case was run.
+  // The headline comparisons (25M floats, K=2), when their case was run.
   const headline = results.filter((r) => r.floats === 25e6 && r.workers === 2);
   const f32ipc = headline.find((r) => r.transport === 'ipc' && r.dtype === 'float32');
   if (f32ipc) out.write(`\n25M K=2 float32 ipc: median round ${ms(f32ipc.round.median)} ms = ${f32ipc.roundOverEcho.toFixed(2)}× the raw echo (${ms(f32ipc.echo.median)} ms); target ≤ 1.3×\n`);
   const best = headline.reduce<CaseResult | undefined>((b, r) => (!b || r.round.median < b.round.median ? r : b), undefined);
   if (best) {
     const g = gloo.find((x) => x.floats === 25e6 && x.procs === 2 && !x.error);
-    const ref = g ? `gloo all-reduce measured now: ${ms(g.median_ms)} ms` : `gloo all-reduce ${GLOO_DESIGN_MS} ms (DESIGN §6)`;
+    const ref = g
+      ? `gloo all-reduce measured now: ${ms(g.median_ms)} ms`
+      : `gloo all-reduce ${GLOO_REFERENCE_MS} ms (reference machine, docs/measurements.md#moving-weights)`;
     out.write(`25M K=2 best wire option: ${best.transport} ${best.dtype} chunk ${best.chunkFloats ? fmtCount(best.chunkFloats) : 'none'}, median round ${ms(best.round.median)} ms vs ${ref}\n`);
   }
   for (const r of results.filter((x) => x.dtype === 'float32' && x.transport === o.transports[0]))
@@ -365,7 +367,7 @@ export async function benchComm(o: BenchCommOptions): Promise<CaseResult[]> {
         options: o,
         results,
         gloo,
-        glooDesignMs: GLOO_DESIGN_MS,
+        glooReferenceMs: GLOO_REFERENCE_MS,
         skipped,
       },
       null,

@@ -159,8 +159,9 @@ const CHUNK = 1 << 20;
 /**
  * Reads an IDX image file into a Float32Array scaled to [0, 1], keeping the first `limit` images (0 = all).
  * A raw file is validated from its header and size, then streamed through one small reused buffer: no copy of
- * the whole file is held, which matters because on a VM the first touch of fresh memory is what costs most
- * (~3 ms per MB measured in our Firecracker sandbox). A gzip file is inflated in memory first.
+ * the whole file is held, which matters because on a virtual machine the first touch of fresh memory is what
+ * costs most (~3 ms per MB on the reference machine, docs/measurements.md#allocator-and-first-touch). A gzip
+ * file is inflated in memory first.
  */
 export async function readIdxImages(
   file: string,
