@@ -50,7 +50,7 @@ function readKey(dir: string, name: string): string {
   try {
     key = readFileSync(file, 'utf8').trim();
   } catch (e) {
-    // One line naming the file (issue 9), e.g. a secret key of mode 0600 read by another user in a container.
+    // One line naming the file, e.g. a secret key of mode 0600 read by another user in a container.
     const err = e as NodeJS.ErrnoException;
     throw new ResourceError(`--curve-keys ${dir}: cannot read ${name}: ${err.code === 'EACCES' ? 'permission denied (EACCES): the key files must be readable by the user hwa runs as' : `${err.message}`}`);
   }

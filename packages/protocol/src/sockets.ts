@@ -6,7 +6,7 @@
  * const router = new Router({ ...socketOptions.router });           // coordinator
  * const dealer = new Dealer({ ...socketOptions.dealer, routingId: routingId(rank) });   // worker
  * ```
- * The run's own coordinator and workers do not address ranks by routing id (issue 9): a worker connects with
+ * The run's own coordinator and workers do not address ranks by routing id (docs/protocol.md): a worker connects with
  * {@link randomRoutingId} and the coordinator binds the rank its hello names to that connection, with
  * `handover` off, so no one presenting a welcomed worker's id can take its connection over.
  */
