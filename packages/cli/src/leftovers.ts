@@ -8,7 +8,7 @@ import { readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { removeStaleSharedDirs } from '@hwa/protocol';
+import { isProcessAlive, removeStaleSharedDirs } from '@hwa/protocol';
 
 const SOCKET = /^hwa-(\d+)-[0-9a-f]{8}\.sock$/;
 
@@ -33,18 +33,10 @@ export function removeStaleLeftovers(root: string = tmpdir()): string[] {
   }
   for (const name of names) {
     const m = SOCKET.exec(name);
-    if (!m || Number(m[1]) === process.pid || isAlive(Number(m[1]))) continue;
+    if (!m || Number(m[1]) === process.pid || isProcessAlive(Number(m[1]))) continue;
     rmSync(join(root, name), { force: true });
     removed.push(join(root, name));
   }
   return [...removed, ...removeStaleSharedDirs()];
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ConfigError, ResourceError, makeRunConfig, runtimeShape, type AveragerState, type OfflineState, type RunConfig } from '@hwa/core';
+import { isProcessAlive } from '@hwa/protocol';
 
 /** Creates the run folder (`--out-dir`, or runs/<time>-<mode>-<model>) and writes config.json into it. */
 export function makeRunFolder(config: RunConfig): string {
@@ -173,18 +174,10 @@ function manifestFile(text: string): string {
 function removeStaleTemps(dir: string): void {
   for (const f of readdirSync(dir)) {
     const m = /\.tmp-(\d+)$/.exec(f);
-    if (m && Number(m[1]) !== process.pid && !isAlive(Number(m[1]))) rmSync(join(dir, f), { force: true });
+    if (m && Number(m[1]) !== process.pid && !isProcessAlive(Number(m[1]))) rmSync(join(dir, f), { force: true });
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function firstNonFiniteIndex(v: Float32Array): number {
   for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) return i;

@@ -70,7 +70,8 @@ export function defaultSharedRoot(): string {
   return tmpdir();
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it does, owned by someone else): what tells a dead run's leftovers. */
+export function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -93,7 +94,7 @@ export function removeStaleSharedDirs(root: string = defaultSharedRoot()): strin
   }
   for (const name of entries) {
     const m = /^hwa-(\d+)-[0-9A-Za-z]{6}$/.exec(name);
-    if (!m || Number(m[1]) === process.pid || isAlive(Number(m[1]))) continue;
+    if (!m || Number(m[1]) === process.pid || isProcessAlive(Number(m[1]))) continue;
     const path = join(root, name);
     if (!existsSync(join(path, 'average'))) continue; // not one of ours
     rmSync(path, { recursive: true, force: true });
