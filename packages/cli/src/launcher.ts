@@ -8,7 +8,8 @@ import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { WorkerFailure } from '@hwa/core';
+import { WorkerFailure, runConfigSchema } from '@hwa/core';
+import { upperSnakeCase } from './config-file.js';
 
 export interface LaunchedWorker {
   rank: number;
@@ -49,13 +50,20 @@ export function workerThreads(threads: number, workers: number, cores: number = 
   return threads > 0 ? threads : Math.max(1, Math.floor(cores / workers));
 }
 
+/** The HWA_* variable of every run option (HWA_SYNC_PERIOD, HWA_BACKEND, …). */
+const OPTION_ENV_NAMES = Object.keys(runConfigSchema.shape).map((key) => `HWA_${upperSnakeCase(key)}`);
+
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const KEEP_LINES = 5;
 
 export function launchWorkers(o: LaunchOptions): LaunchedWorker[] {
   const ranks = o.ranks ?? Array.from({ length: o.workers }, (_, rank) => rank);
   return ranks.map((rank, local) => {
-    const env: NodeJS.ProcessEnv = { ...process.env, HWA_RANK: String(rank), HWA_WORLD_SIZE: String(o.workers) };
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    // The run's config.json holds every option as the launcher resolved it (its flags, env and file); the
+    // launcher's HWA_* option variables would beat that file in the worker (env > file), so they stay here.
+    for (const name of OPTION_ENV_NAMES) delete env[name];
+    Object.assign(env, { HWA_RANK: String(rank), HWA_WORLD_SIZE: String(o.workers) });
     // The launcher decides devices and threads itself: torchrun variables of its own environment must not.
     delete env.LOCAL_RANK;
     delete env.LOCAL_WORLD_SIZE;
