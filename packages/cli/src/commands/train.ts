@@ -29,7 +29,7 @@ import { progressMode, RunReporter, type ReportOptions } from '../report.js';
 import { crossCheck } from '../checks.js';
 import { makeRunFolder, readCheckpointState, resumeCommand, writeCheckpoint, writeRunConfig } from '../run-folder.js';
 import { launcherSocket, removeSocketFile, removeStaleLeftovers } from '../leftovers.js';
-import { prepare } from '../setup.js';
+import { prepare, type Prepared } from '../setup.js';
 
 /** Thrown when SIGINT/SIGTERM stopped the run; the CLI exits 130. */
 export class Interrupted extends HwaError {
@@ -99,21 +99,44 @@ function logResume(log: Logger, resume: AveragerState, rounds: number): void {
   log.info({ event: 'run.resumed', round: resume.round }, `resuming after round ${resume.round} of ${rounds}`);
 }
 
-export async function train(input: RunConfig): Promise<void> {
-  // main.ts has checked these already (so that --dry-run fails alike); checked again for other callers.
-  const config = crossCheck('train', input.resume ? resumedConfig(input) : input);
+/** What every run that coordinates has once it has started: its folder, log, data, fixed options and reporter. */
+interface StartedRun<C extends RunConfig> {
+  dir: string;
+  log: Logger;
+  prepared: Prepared;
+  /** The options with K fixed, as every process reads them from the run's config.json. */
+  fixed: C;
+  /** What run.json records beside the totals. */
+  extra: { backend: Prepared['backend']; configHash: string };
+  resume?: AveragerState;
+  reporter: RunReporter;
+  controller: AbortController;
+}
+
+/**
+ * The start every coordinating run shares (`hwa train`, `hwa coordinator`, node 0 of `hwa launch`): the run
+ * folder, the log and its config line, backend and data, the options with K fixed (hashed once), the
+ * checkpoint to resume from and the reporter.
+ */
+async function startRun<C extends RunConfig>(config: C, role: 'trainer' | 'coordinator'): Promise<StartedRun<C>> {
   const dir = makeRunFolder(config);
-  const log = createLogger({ level: config.logLevel, bindings: { role: config.inProcess ? 'trainer' : 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
+  const log = createLogger({ level: config.logLevel, bindings: { role }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   log.info({ event: 'run.config', dir, config }, `run folder ${dir}`);
   const prepared = await prepare(config, log);
   // Fix K in the config every process reads, so that all of them hash the same options.
-  const fixed: RunConfig = { ...config, workers: prepared.plan.workers };
+  const fixed: C = { ...config, workers: prepared.plan.workers };
   writeRunConfig(dir, fixed);
   const extra = { backend: prepared.backend, configHash: configHash(fixed) };
   const resume = checkpointToResume(fixed, extra.configHash);
   if (resume) logResume(log, resume, prepared.plan.rounds);
   const reporter = new RunReporter(dir, prepared.plan, log, reportOptions(fixed, resume?.round));
-  const controller = new AbortController();
+  return { dir, log, prepared, fixed, extra, resume, reporter, controller: new AbortController() };
+}
+
+export async function train(input: RunConfig): Promise<void> {
+  // main.ts has checked these already (so that --dry-run fails alike); checked again for other callers.
+  const config = crossCheck('train', input.resume ? resumedConfig(input) : input);
+  const { dir, log, prepared, fixed, extra, resume, reporter, controller } = await startRun(config, config.inProcess ? 'trainer' : 'coordinator');
   try {
     if (fixed.inProcess) {
       const result = await withSignals(controller, log, () =>
@@ -358,16 +381,8 @@ export async function coordinate(input: RunConfig & { bind: string }, localRanks
   const config = input.resume ? resumedConfig(input) : input;
   // Bad or missing keys fail here, before a run folder is made for a run that cannot start.
   if (config.curveKeys) coordinatorCurve(config.curveKeys);
-  const dir = makeRunFolder(config);
-  const log = createLogger({ level: config.logLevel, bindings: { role: 'coordinator' }, file: join(dir, 'coordinator.log'), console: 'pretty' });
-  const prepared = await prepare(config, log);
-  const fixed: RunConfig = { ...config, workers: prepared.plan.workers };
-  writeRunConfig(dir, fixed);
+  const { dir, log, prepared, fixed, extra, resume, reporter, controller } = await startRun(config, 'coordinator');
   const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
-  const resume = checkpointToResume(fixed, configHash(fixed));
-  if (resume) logResume(log, resume, prepared.plan.rounds);
-  const reporter = new RunReporter(dir, prepared.plan, log, reportOptions(fixed, resume?.round));
-  const controller = new AbortController();
   const result = await runCoordinator({
     config: fixed,
     dir,
@@ -381,5 +396,5 @@ export async function coordinate(input: RunConfig & { bind: string }, localRanks
     resume,
   });
   await exportModel(trainer, result.offline, dir, log);
-  reporter.finish(fixed, { backend: prepared.backend, configHash: configHash(fixed) });
+  reporter.finish(fixed, extra);
 }
