@@ -133,10 +133,23 @@ async function startRun<C extends RunConfig>(config: C, role: 'trainer' | 'coord
   return { dir, log, prepared, fixed, extra, resume, reporter, controller: new AbortController() };
 }
 
+/**
+ * The coordinator's side of a started run, to the exported model: rank 0's trainer (for θ0, the vector sizes and
+ * the export), the rounds with workers started here (`spawnWorkers`, all K or `localRanks`) or joining from
+ * elsewhere.
+ */
+async function coordinateToEnd(run: StartedRun<RunConfig>, bind: string, spawnWorkers: boolean, localRanks?: readonly number[]): Promise<void> {
+  const { dir, log, prepared, fixed, reporter, controller, resume } = run;
+  const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
+  const result = await runCoordinator({ config: fixed, dir, log, trainer, reporter, controller, bind, spawnWorkers, localRanks, resume });
+  await exportModel(trainer, result.offline, dir, log);
+}
+
 export async function train(input: RunConfig): Promise<void> {
   // main.ts has checked these already (so that --dry-run fails alike); checked again for other callers.
   const config = crossCheck('train', input.resume ? resumedConfig(input) : input);
-  const { dir, log, prepared, fixed, extra, resume, reporter, controller } = await startRun(config, config.inProcess ? 'trainer' : 'coordinator');
+  const run = await startRun(config, config.inProcess ? 'trainer' : 'coordinator');
+  const { dir, log, prepared, fixed, extra, reporter, controller } = run;
   try {
     if (fixed.inProcess) {
       const result = await withSignals(controller, log, () =>
@@ -163,19 +176,7 @@ export async function train(input: RunConfig): Promise<void> {
       writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: extra.configHash });
       await exportModel(result.trainer, result.offline, dir, log);
     } else {
-      const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
-      const result = await runCoordinator({
-        config: fixed,
-        dir,
-        log,
-        trainer,
-        reporter,
-        controller,
-        bind: localEndpoint(fixed.transport, log),
-        spawnWorkers: true,
-        resume,
-      });
-      await exportModel(trainer, result.offline, dir, log);
+      await coordinateToEnd(run, localEndpoint(fixed.transport, log), true);
     }
   } finally {
     reporter.stopProgress();
@@ -381,20 +382,7 @@ export async function coordinate(input: RunConfig & { bind: string }, localRanks
   const config = input.resume ? resumedConfig(input) : input;
   // Bad or missing keys fail here, before a run folder is made for a run that cannot start.
   if (config.curveKeys) coordinatorCurve(config.curveKeys);
-  const { dir, log, prepared, fixed, extra, resume, reporter, controller } = await startRun(config, 'coordinator');
-  const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
-  const result = await runCoordinator({
-    config: fixed,
-    dir,
-    log,
-    trainer,
-    reporter,
-    controller,
-    bind: config.bind,
-    spawnWorkers: localRanks !== undefined,
-    localRanks,
-    resume,
-  });
-  await exportModel(trainer, result.offline, dir, log);
-  reporter.finish(fixed, extra);
+  const run = await startRun(config, 'coordinator');
+  await coordinateToEnd(run, config.bind, localRanks !== undefined, localRanks);
+  run.reporter.finish(run.fixed, run.extra);
 }
