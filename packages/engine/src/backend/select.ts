@@ -2,7 +2,7 @@
  * Picks the tfjs backend a process trains on. `auto` tries the fastest first (BACKEND_ORDER):
  *   tensorflow-gpu  @tensorflow/tfjs-node-gpu, libtensorflow on CUDA (tfjs backend name `tensorflow`)
  *   tensorflow      @tensorflow/tfjs-node, libtensorflow on the CPU   (also `tensorflow`)
- *   wasm            @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD) plus hwa's training kernels (wasm-kernels.ts)
+ *   wasm            @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD) plus hwa's training kernels (wasm-kernels/)
  *   cpu             tfjs's pure-JS backend
  * The two native packages are optionalDependencies whose own install script downloads a libtensorflow that
  * many hosts cannot reach; npm then drops them. `npm run setup:native` (packages/cli/src/native/) installs them
@@ -18,9 +18,9 @@ import { BACKENDS, BackendError, type BackendChoice } from '@hwa/core';
 import { cpus } from 'node:os';
 import { BACKEND_ORDER, type BackendName, type BackendReport } from './names.js';
 import { NATIVE_PACKAGES, locateNativePackage, nativeAddonBuilt, setTensorflowThreads, tensorflowThreads } from './native.js';
-import { registerWasmTrainingKernels } from './wasm-kernels.js';
+import { registerWasmTrainingKernels } from './wasm-kernels/index.js';
 
-export { registerWasmTrainingKernels, unregisterWasmTrainingKernels, WASM_TRAINING_KERNELS } from './wasm-kernels.js';
+export { registerWasmTrainingKernels, unregisterWasmTrainingKernels, WASM_TRAINING_KERNELS } from './wasm-kernels/index.js';
 
 /** Structured log sink (pino-like `log(event, fields)`); events are `backend.unavailable` and `backend.selected`. */
 export type BackendLog = (event: string, fields: Record<string, unknown>) => void;
