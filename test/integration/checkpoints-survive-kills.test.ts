@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { mulberry32, type AveragerState } from '@hwa/core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { readCheckpointState, writeCheckpoint } from '../../packages/cli/src/run-folder.js';
-import { killAll, readCheckpoint, runHwa } from '../helpers/cli.js';
+import { isRunning, killAll, readCheckpoint, runHwa, waitUntil } from '../helpers/cli.js';
 
 const root = mkdtempSync(join(tmpdir(), 'hwa-ckpt-'));
 const children = new Set<ChildProcess>();
@@ -120,8 +120,12 @@ describe('a coordinator killed with SIGKILL', () => {
     const first = runHwa(['train', ...job, '--checkpoint-every', '3', '--out-dir', out]);
     await first.waitFor(/checkpoint of round 6 written/);
     const socket = /listening on ipc:\/\/(\S+)/.exec(first.output())?.[1] as string;
+    const workerPids = [...first.output().matchAll(/worker \d started, pid (\d+)/g)].map((m) => Number(m[1]));
+    expect(workerPids).toHaveLength(2);
     first.child.kill('SIGKILL');
     await first.done;
+    // Orphaned, the workers see the launcher's IPC channel close and stop by themselves.
+    await waitUntil(() => !workerPids.some(isRunning), 'the killed launcher\'s workers have exited');
     const written = [...first.output().matchAll(/checkpoint of round (\d+) written/g)].map((m) => Number(m[1]));
     const at = readCheckpoint(out).round;
     expect(at).toBe(written.at(-1));

@@ -17,7 +17,8 @@ import { launchShape, ROLE_RUNTIME_KEYS, runConfigSchema, runtimeShape, training
 import { launchWorkers, stopWorkers, workerThreads } from '../launcher.js';
 import { createLogger } from '../logging.js';
 import { ioError } from '../run-folder.js';
-import { coordinate, Interrupted } from './train.js';
+import { whileStoppable } from '../signals.js';
+import { coordinate } from './train.js';
 
 /** Every option of `hwa coordinator` (no --bind: the master port decides it) and the node's place in the job. */
 export const launchSchema = z
@@ -83,18 +84,13 @@ async function workerNode(config: LaunchConfig, ranks: readonly number[], connec
       { event: 'worker.started', rank: w.rank, pid: w.pid, cudaVisibleDevices: config.gpus[i] ?? process.env.CUDA_VISIBLE_DEVICES ?? null },
       `node ${config.nodeRank}: worker ${w.rank} started, pid ${w.pid}, connecting to ${connect}${config.gpus.length ? `, CUDA_VISIBLE_DEVICES=${config.gpus[i]}` : ''}`,
     );
-  const onSignal = (signal: NodeJS.Signals) => {
-    failure ??= new Interrupted(`stopped by ${signal}`);
-    void stopWorkers(workers);
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    await Promise.all(workers.map((w) => w.exited));
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+  await whileStoppable(
+    (reason) => {
+      failure ??= reason;
+      void stopWorkers(workers);
+    },
+    () => Promise.all(workers.map((w) => w.exited)),
+  );
   if (failure) throw failure;
   log.info({ event: 'node.done', node: config.nodeRank, ranks, dir }, `node ${config.nodeRank}: workers ${ranks.join(', ')} finished (logs in ${dir})`);
 }

@@ -30,26 +30,14 @@ import { crossCheck } from '../checks.js';
 import { makeRunFolder, readCheckpointState, resumeCommand, writeCheckpoint, writeRunConfig } from '../run-folder.js';
 import { launcherSocket, removeSocketFile, removeStaleLeftovers } from '../leftovers.js';
 import { prepare, type Prepared } from '../setup.js';
-
-/** Thrown when SIGINT/SIGTERM stopped the run; the CLI exits 130. */
-export class Interrupted extends HwaError {
-  override readonly exitCode = 130;
-}
+import { whileStoppable } from '../signals.js';
 
 /** Turns SIGINT/SIGTERM into an abort of `controller` for the duration of `body`. */
-async function withSignals<T>(controller: AbortController, log: Logger, body: () => Promise<T>): Promise<T> {
-  const onSignal = (signal: NodeJS.Signals) => {
+function withSignals<T>(controller: AbortController, log: Logger, body: () => Promise<T>): Promise<T> {
+  return whileStoppable((reason, signal) => {
     log.warn({ event: 'run.interrupted', signal }, `${signal}: stopping the run`);
-    controller.abort(new Interrupted(`stopped by ${signal}`));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    return await body();
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+    controller.abort(reason);
+  }, body);
 }
 
 /** How this run reports (see report.ts), from its options. */

@@ -1,5 +1,6 @@
 /** `hwa worker --connect ADDR --rank R`: one worker process (started by `hwa train` or by hand/compose). */
 import { join } from 'node:path';
+import type { Logger } from 'pino';
 import { ConfigError, trainingPart, type RunConfig } from '@hwa/core';
 import { LocalTrainer } from '@hwa/engine';
 import { workerCurve } from '@hwa/protocol';
@@ -7,7 +8,7 @@ import { runWorker } from '@hwa/worker';
 import { createLogger } from '../logging.js';
 import { readLocalState, writeLocalStates } from '../run-folder.js';
 import { prepare } from '../setup.js';
-import { Interrupted } from './train.js';
+import { whileStoppable } from '../signals.js';
 import { deviceForLocalRank, localRankEnv, localThreads } from '../torchrun.js';
 
 export async function work(input: RunConfig & { connect: string; rank: number; receiveTimeout: number }): Promise<void> {
@@ -25,11 +26,20 @@ export async function work(input: RunConfig & { connect: string; rank: number; r
   const onScreen = standalone && process.stdout.isTTY;
   const log = createLogger({ level: config.logLevel, bindings: { role: 'worker', rank: config.rank }, console: onScreen ? 'pretty' : 'json', file });
   const controller = new AbortController();
-  const stop = (why: string) => () => controller.abort(new Interrupted(why));
-  process.once('SIGINT', stop('stopped by SIGINT'));
-  process.once('SIGTERM', stop('stopped by SIGTERM'));
   // Started by the launcher: its IPC channel closing means the launcher is gone, so this worker is orphaned.
-  process.once('disconnect', stop('the launcher went away'));
+  await whileStoppable((reason) => controller.abort(reason), () => runRole(config, log, controller.signal, localRank), {
+    onDisconnect: true,
+  });
+  process.disconnect?.();
+}
+
+/** The worker's life once its logger exists: keys, data, then rounds until the coordinator says stop. */
+async function runRole(
+  config: RunConfig & { connect: string; rank: number; receiveTimeout: number },
+  log: Logger,
+  signal: AbortSignal,
+  localRank: number | undefined,
+): Promise<void> {
   log.info(
     { event: 'worker.started', pid: process.pid, cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null, ...(localRank !== undefined ? { localRank } : {}) },
     `worker ${config.rank} started, pid ${process.pid}`,
@@ -47,12 +57,11 @@ export async function work(input: RunConfig & { connect: string; rank: number; r
     trainer,
     backend: prepared.backend.selected,
     log,
-    signal: controller.signal,
+    signal,
     receiveTimeoutMs: config.receiveTimeout > 0 ? config.receiveTimeout * 1000 : undefined,
     curve,
     // The run folder keeps this worker's momentum when it is stopped, for an exact --resume.
     onStopped: config.outDir ? (snapshots) => writeLocalStates(config.outDir, config.rank, snapshots) : undefined,
     resumeLocalState: config.outDir ? (round) => readLocalState(config.outDir, config.rank, round) : undefined,
   });
-  process.disconnect?.();
 }
