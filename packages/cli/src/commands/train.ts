@@ -27,7 +27,7 @@ import { launchWorkers, stopWorkers, workerThreads, type LaunchedWorker } from '
 import { createLogger } from '../logging.js';
 import { progressMode, RunReporter, type ReportOptions } from '../report.js';
 import { crossCheck } from '../checks.js';
-import { makeRunFolder, readCheckpointState, resumeCommand, writeCheckpoint, writeRunConfig } from '../run-folder.js';
+import { makeRunFolder, optionConflicts, readCheckpointState, resumeCommand, writeCheckpoint, writeRunConfig } from '../run-folder.js';
 import { launcherSocket, removeSocketFile, removeStaleLeftovers } from '../leftovers.js';
 import { prepare, type Prepared } from '../setup.js';
 
@@ -42,13 +42,22 @@ async function withSignals<T>(controller: AbortController, log: Logger, body: ()
     log.warn({ event: 'run.interrupted', signal }, `${signal}: stopping the run`);
     controller.abort(new Interrupted(`stopped by ${signal}`));
   };
+  // Started by `hwa compare` (it has its IPC channel): the channel closing means the parent is gone, and a run
+  // nobody waits for stops with a checkpoint rather than go on alone. The channel must not keep this process up.
+  const onOrphaned = () => {
+    log.warn({ event: 'run.interrupted', reason: 'parent exited' }, 'the process that started this run went away: stopping the run');
+    controller.abort(new Interrupted('the process that started this run went away'));
+  };
+  process.channel?.unref();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  if (process.send) process.once('disconnect', onOrphaned);
   try {
     return await body();
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.off('disconnect', onOrphaned);
   }
 }
 
@@ -71,11 +80,7 @@ function resumedConfig<C extends RunConfig>(input: C): C {
   const file = join(input.resume, 'config.json');
   if (!existsSync(file)) throw new ConfigError(`--resume ${input.resume}: no config.json there (is it a run folder?)`);
   const saved = makeRunConfig(trainingPart(JSON.parse(readFileSync(file, 'utf8')) as RunConfig));
-  const defaults = makeRunConfig({});
-  const conflicts = TRAINING_KEYS.filter((k) => {
-    const given = JSON.stringify(input[k]);
-    return given !== JSON.stringify(defaults[k]) && given !== JSON.stringify(saved[k]);
-  }).map((k) => `${k}: ${JSON.stringify(input[k])} ≠ saved ${JSON.stringify(saved[k])}`);
+  const conflicts = optionConflicts(TRAINING_KEYS, input, saved, makeRunConfig({}));
   if (conflicts.length) throw new ConfigError(`--resume takes the training options from ${file}; these differ: ${conflicts.join('; ')}`);
   return { ...input, ...trainingPart(saved), outDir: input.resume };
 }
@@ -178,6 +183,9 @@ export async function train(input: RunConfig): Promise<void> {
     } else {
       await coordinateToEnd(run, localEndpoint(fixed.transport, log), true);
     }
+  } catch (error) {
+    reporter.fail(error);
+    throw error;
   } finally {
     reporter.stopProgress();
   }
@@ -383,6 +391,11 @@ export async function coordinate(input: RunConfig & { bind: string }, localRanks
   // Bad or missing keys fail here, before a run folder is made for a run that cannot start.
   if (config.curveKeys) coordinatorCurve(config.curveKeys);
   const run = await startRun(config, 'coordinator');
-  await coordinateToEnd(run, config.bind, localRanks !== undefined, localRanks);
+  try {
+    await coordinateToEnd(run, config.bind, localRanks !== undefined, localRanks);
+  } catch (error) {
+    run.reporter.fail(error);
+    throw error;
+  }
   run.reporter.finish(run.fixed, run.extra);
 }
