@@ -235,8 +235,7 @@ export class RunReporter {
   fail(error: unknown): void {
     this.stopProgress();
     this.writeReport();
-    const exitCode = error instanceof HwaError ? error.exitCode : 1;
-    this.emit({ event: 'run.failed', dir: this.dir, error: (error as Error)?.message ?? String(error), exitCode, round: this.rounds.at(-1)?.round ?? this.options.resumedRound });
+    emitRunFailed(this.options.json, this.dir, error, this.rounds.at(-1)?.round ?? this.options.resumedRound);
   }
 
   /** report.html of the run (best effort: a report that cannot be written must not hide how the run ended). */
@@ -248,6 +247,12 @@ export class RunReporter {
       this.log.warn({ event: 'report.failed', reason: (e as Error).message }, `no report.html: ${(e as Error).message}`);
     }
   }
+}
+
+/** The `run.failed` event: the run's folder, the error's message and exit code, the last completed round. */
+export function emitRunFailed(json: boolean, dir: string, error: unknown, round: number): void {
+  const exitCode = error instanceof HwaError ? error.exitCode : 1;
+  emitJson(json, { event: 'run.failed', dir, error: (error as Error)?.message ?? String(error), exitCode, round });
 }
 
 /** A `--json` event on stdout, stamped with the time, when `enabled`. */

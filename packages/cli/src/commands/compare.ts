@@ -12,7 +12,8 @@
  * results.md. Stopped, it continues with `hwa compare --resume DIR`: finished runs are kept, a stopped run
  * resumes from its checkpoint, a run stopped before its first checkpoint starts again.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -173,11 +174,10 @@ function runState(runDir: string): RunState {
 const OPTIONS_FILE = 'options.json';
 
 /**
- * Runs `hwa train` for one run of the comparison and resolves with its exit code. SIGINT/SIGTERM to this process
- * are passed on as one SIGTERM, so the run stops with a checkpoint; an IPC channel is its lifeline should this
- * process die.
+ * Starts `hwa train` for one run of the comparison. Its IPC channel is its lifeline: should this process die,
+ * the run stops with a checkpoint.
  */
-function trainProcess(config: RunConfig, resume: boolean, onSignal: (signal: NodeJS.Signals) => void): Promise<number> {
+function trainProcess(config: RunConfig, resume: boolean): ChildProcess {
   const runDir = config.outDir;
   const optionsFile = join(runDir, OPTIONS_FILE);
   if (!resume) {
@@ -186,23 +186,35 @@ function trainProcess(config: RunConfig, resume: boolean, onSignal: (signal: Nod
   }
   writeFileAtomic(optionsFile, JSON.stringify(config, null, 2) + '\n');
   const args = [MAIN, 'train', '--config', optionsFile, ...(resume ? ['--resume', runDir] : [])];
-  const child = spawn(process.execPath, args, { env: envWithoutOptions(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  let signalled = false;
-  const forward = (signal: NodeJS.Signals) => {
-    onSignal(signal);
-    if (!signalled) child.kill('SIGTERM');
-    signalled = true;
-  };
-  process.on('SIGINT', forward);
-  process.on('SIGTERM', forward);
+  return spawn(process.execPath, args, { env: envWithoutOptions(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+}
+
+/** The exit code of a child (128 + the signal's number when a signal ended it). */
+function exitCode(child: ChildProcess): Promise<number> {
   return new Promise((resolvePromise, reject) => {
-    child.on('error', (e) => reject(new HwaError(`cannot start hwa train for ${runDir}: ${e.message}`)));
-    child.on('exit', (code, signal) => {
-      process.off('SIGINT', forward);
-      process.off('SIGTERM', forward);
-      resolvePromise(code ?? (signal ? 128 + 15 : 1));
-    });
+    child.on('error', (e) => reject(new HwaError(`cannot start hwa train: ${e.message}`)));
+    child.on('exit', (code, signal) => resolvePromise(code ?? 128 + (signal ? (osConstants.signals[signal] ?? 0) : 0)));
   });
+}
+
+/**
+ * SIGINT/SIGTERM while `body` runs: remembered, and passed on once as SIGTERM to the run in progress, so that it
+ * stops with a checkpoint (a terminal's Ctrl-C reaches it too; SIGTERM is a second, different signal to it).
+ */
+async function withStopSignals<T>(body: (stop: { signal: NodeJS.Signals | null; child: ChildProcess | null }) => Promise<T>): Promise<T> {
+  const stop: { signal: NodeJS.Signals | null; child: ChildProcess | null } = { signal: null, child: null };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stop.signal === null) stop.child?.kill('SIGTERM');
+    stop.signal ??= signal;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await body(stop);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }
 
 /**
@@ -256,28 +268,32 @@ export async function compare(input: CompareConfig): Promise<void> {
   const log = createLogger({ level: manifest.options.logLevel, bindings: { role: 'compare' }, file: join(dir, 'compare.log'), console: 'pretty' });
   const total = manifest.runs.length;
   logRun(log, json, { event: 'compare.started', dir, modes: manifest.modes, seeds: manifest.seeds, runs: total }, `comparison folder ${dir}: ${total} runs (${manifest.modes.join(', ')} × seeds ${manifest.seeds.join(', ')})`);
-  let stoppedBy: NodeJS.Signals | null = null;
-  for (const [i, run] of manifest.runs.entries()) {
-    const config = runConfigOf(manifest, dir, run);
-    const state = runState(config.outDir);
-    const event = { event: 'compare.run', index: i + 1, runs: total, run: run.name, mode: run.mode, seed: run.seed, dir: config.outDir };
-    if (state === 'finished') {
-      logRun(log, json, { ...event, action: 'kept' }, `run ${i + 1} of ${total}: ${run.name} finished before, kept`);
-      continue;
+  await withStopSignals(async (stop) => {
+    for (const [i, run] of manifest.runs.entries()) {
+      const config = runConfigOf(manifest, dir, run);
+      const state = runState(config.outDir);
+      const event = { event: 'compare.run', index: i + 1, runs: total, run: run.name, mode: run.mode, seed: run.seed, dir: config.outDir };
+      const next = `continue with: hwa compare --resume ${dir}`;
+      const stopped = () => {
+        emitJson(json, { event: 'compare.stopped', dir, run: run.name, command: `hwa compare --resume ${dir}` });
+        return new Interrupted(`stopped by ${stop.signal ?? 'a signal'} during ${run.name} (run ${i + 1} of ${total}); ${next}`);
+      };
+      if (state === 'finished') {
+        logRun(log, json, { ...event, action: 'kept' }, `run ${i + 1} of ${total}: ${run.name} finished before, kept`);
+        continue;
+      }
+      if (stop.signal) throw stopped();
+      const resume = state === 'stopped';
+      logRun(log, json, { ...event, action: resume ? 'resumed' : 'started' }, `run ${i + 1} of ${total}: ${run.name} ${resume ? 'resumes from its checkpoint' : 'starts'} in ${config.outDir}`);
+      stop.child = trainProcess(config, resume);
+      const code = await exitCode(stop.child);
+      stop.child = null;
+      if (code === 0) continue;
+      if (stop.signal || code === 130) throw stopped();
+      emitJson(json, { event: 'compare.failed', dir, run: run.name, exitCode: code });
+      throw new HwaError(`${run.name} (run ${i + 1} of ${total}) failed with exit code ${code}; its log: ${join(config.outDir, 'coordinator.log')}. The comparison stops here; ${next} once the cause is fixed`);
     }
-    const resume = state === 'stopped';
-    logRun(log, json, { ...event, action: resume ? 'resumed' : 'started' }, `run ${i + 1} of ${total}: ${run.name} ${resume ? 'resumes from its checkpoint' : 'starts'} in ${config.outDir}`);
-    const code = await trainProcess(config, resume, (signal) => (stoppedBy ??= signal));
-    if (code === 0) continue;
-    const next = `continue with: hwa compare --resume ${dir}`;
-    if (stoppedBy || code === 130) {
-      const why = stoppedBy ? `stopped by ${stoppedBy}` : 'stopped';
-      emitJson(json, { event: 'compare.stopped', dir, run: run.name, command: `hwa compare --resume ${dir}` });
-      throw new Interrupted(`${why} during ${run.name} (run ${i + 1} of ${total}); ${next}`);
-    }
-    emitJson(json, { event: 'compare.failed', dir, run: run.name, exitCode: code });
-    throw new HwaError(`${run.name} (run ${i + 1} of ${total}) failed with exit code ${code}; its log: ${join(config.outDir, 'coordinator.log')}. The comparison stops here; ${next} once the cause is fixed`);
-  }
+  });
   const report = comparisonReport(dir);
   logRun(log, json, { event: 'compare.finished', dir, report: report.file, results: join(dir, 'results.md'), table: report.table }, `report: ${report.file}; results table: ${join(dir, 'results.md')}`);
   if (!json) process.stdout.write(`${report.markdown}\n`);

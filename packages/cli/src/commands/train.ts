@@ -25,7 +25,7 @@ import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
 import type { Logger } from 'pino';
 import { launchWorkers, stopWorkers, workerThreads, type LaunchedWorker } from '../launcher.js';
 import { createLogger } from '../logging.js';
-import { progressMode, RunReporter, type ReportOptions } from '../report.js';
+import { emitRunFailed, progressMode, RunReporter, type ReportOptions } from '../report.js';
 import { crossCheck } from '../checks.js';
 import { makeRunFolder, optionConflicts, readCheckpointState, resumeCommand, writeCheckpoint, writeRunConfig } from '../run-folder.js';
 import { launcherSocket, removeSocketFile, removeStaleLeftovers } from '../leftovers.js';
@@ -127,15 +127,21 @@ async function startRun<C extends RunConfig>(config: C, role: 'trainer' | 'coord
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   log.info({ event: 'run.config', dir, config }, `run folder ${dir}`);
-  const prepared = await prepare(config, log);
-  // Fix K in the config every process reads, so that all of them hash the same options.
-  const fixed: C = { ...config, workers: prepared.plan.workers };
-  writeRunConfig(dir, fixed);
-  const extra = { backend: prepared.backend, configHash: configHash(fixed) };
-  const resume = checkpointToResume(fixed, extra.configHash);
-  if (resume) logResume(log, resume, prepared.plan.rounds);
-  const reporter = new RunReporter(dir, prepared.plan, log, reportOptions(fixed, resume?.round));
-  return { dir, log, prepared, fixed, extra, resume, reporter, controller: new AbortController() };
+  try {
+    const prepared = await prepare(config, log);
+    // Fix K in the config every process reads, so that all of them hash the same options.
+    const fixed: C = { ...config, workers: prepared.plan.workers };
+    writeRunConfig(dir, fixed);
+    const extra = { backend: prepared.backend, configHash: configHash(fixed) };
+    const resume = checkpointToResume(fixed, extra.configHash);
+    if (resume) logResume(log, resume, prepared.plan.rounds);
+    const reporter = new RunReporter(dir, prepared.plan, log, reportOptions(fixed, resume?.round));
+    return { dir, log, prepared, fixed, extra, resume, reporter, controller: new AbortController() };
+  } catch (error) {
+    // Before the first round (no data, no backend, a bad checkpoint): no reporter yet, the event all the same.
+    emitRunFailed(config.json, dir, error, 0);
+    throw error;
+  }
 }
 
 /**
