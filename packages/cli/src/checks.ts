@@ -7,7 +7,7 @@
  */
 import { ConfigError, resolveWorkers, type RunConfig } from '@hwa/core';
 
-export type Role = 'train' | 'coordinator' | 'worker' | 'launch';
+export type Role = 'train' | 'coordinator' | 'worker' | 'launch' | 'compare';
 
 /**
  * The config with K fixed where another option decides it (`--gpus 0,1` means K=2), or a ConfigError naming

@@ -53,16 +53,25 @@ export function workerThreads(threads: number, workers: number, cores: number = 
 /** The HWA_* variable of every run option (HWA_SYNC_PERIOD, HWA_BACKEND, …). */
 const OPTION_ENV_NAMES = Object.keys(runConfigSchema.shape).map((key) => `HWA_${upperSnakeCase(key)}`);
 
-const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+/**
+ * This process's environment for a child that reads its options from a config file the parent resolved (its
+ * flags, env and file): the parent's HWA_* option variables would beat that file in the child (env > file).
+ */
+export function envWithoutOptions(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of OPTION_ENV_NAMES) delete env[name];
+  return env;
+}
+
+/** The `hwa` entry point, to start child processes of the same build. */
+export const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const KEEP_LINES = 5;
 
 export function launchWorkers(o: LaunchOptions): LaunchedWorker[] {
   const ranks = o.ranks ?? Array.from({ length: o.workers }, (_, rank) => rank);
   return ranks.map((rank, local) => {
-    const env: NodeJS.ProcessEnv = { ...process.env };
-    // The run's config.json holds every option as the launcher resolved it (its flags, env and file); the
-    // launcher's HWA_* option variables would beat that file in the worker (env > file), so they stay here.
-    for (const name of OPTION_ENV_NAMES) delete env[name];
+    // The run's config.json holds every option as the launcher resolved it.
+    const env = envWithoutOptions();
     Object.assign(env, { HWA_RANK: String(rank), HWA_WORLD_SIZE: String(o.workers) });
     // The launcher decides devices and threads itself: torchrun variables of its own environment must not.
     delete env.LOCAL_RANK;

@@ -6,11 +6,13 @@
  *   hwa train [--workers K | --gpus 0,1,..] [--in-process] [options]   launch a run on this machine
  *   hwa coordinator --bind tcp://0.0.0.0:5555 --workers K [options]     multi-node: the coordinator alone
  *   hwa worker --connect tcp://HOST:5555 --rank R [options]             multi-node: one worker
+ *   hwa compare --modes sgd,hwa --seeds 3 [options]                     every mode on the same budget, one report
+ *   hwa report DIR [--png OUTDIR]                                       report.html of a run or comparison again
  *   hwa data download mnist|fashion-mnist|cifar10 [--dir D]             fetch a dataset (needs internet)
  *   hwa bench comm [options]                                            communication benchmark
  */
 import { readFileSync } from 'node:fs';
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { z } from 'zod';
 import { HwaError, ROLE_RUNTIME_KEYS, makeRunConfig, parseWholeNumber, runConfigSchema, runtimeShape, trainingShape } from '@hwa/core';
 import { DOWNLOADABLE_DATASETS, type DownloadableDataset } from '@hwa/engine';
@@ -25,6 +27,8 @@ import { registerBenchCommands } from './commands/bench-comm.js';
 import { setupNative } from './commands/setup-native.js';
 import { crossCheck, type Role } from './checks.js';
 import { launch, launchSchema } from './commands/launch.js';
+import { compare, compareSchema } from './commands/compare.js';
+import { report } from './commands/report.js';
 import { torchrunEnv } from './torchrun.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -55,10 +59,11 @@ const ROLE_ENV_NAMES: Record<Role, Record<string, string>> = {
   coordinator: { workers: 'HWA_WORLD_SIZE' },
   worker: { workers: 'HWA_WORLD_SIZE', connect: 'HWA_COORDINATOR' },
   launch: {},
+  compare: {},
 };
 
 /** Every key any role takes: one config file may serve all of them (docker/compose.yaml). */
-const SHARED_FILE_KEYS = [...new Set([...Object.keys(runConfigSchema.shape), ...Object.keys(coordinatorSchema.shape), ...Object.keys(workerSchema.shape), ...Object.keys(launchSchema.shape)])];
+const SHARED_FILE_KEYS = [...new Set([...Object.keys(runConfigSchema.shape), ...Object.keys(coordinatorSchema.shape), ...Object.keys(workerSchema.shape), ...Object.keys(launchSchema.shape), ...Object.keys(compareSchema.shape)])];
 
 let debug = process.argv.includes('--log-level') && process.argv[process.argv.indexOf('--log-level') + 1] === 'debug';
 
@@ -130,6 +135,22 @@ schemaCommand('train', 'train on this machine: a coordinator and K worker proces
 schemaCommand('coordinator', 'run the coordinator alone; K workers join with `hwa worker`', coordinatorSchema, coordinate);
 schemaCommand('worker', 'run one worker that joins a coordinator', workerSchema, work);
 schemaCommand('launch', 'run on every node of a cluster job, as torchrun: node 0 also runs the coordinator', launchSchema, launch);
+schemaCommand('compare', 'train every --modes for every seed on the same budget, one run after another, and report them together', compareSchema, compare);
+
+program
+  .command('report')
+  .description('write report.html of a run folder or a comparison folder again (a comparison\'s results table too)')
+  .argument('<dir>', 'run folder or comparison folder')
+  .option('--png <dir>', 'also render every plot to <dir>/<plot>.png in headless Chromium')
+  .option('--chromium <path>', 'the Chromium to render with (default HWA_CHROMIUM, else /usr/bin/chromium and the like)')
+  .option('--target <x>', 'test accuracy (0–1) for the epochs-to-target column (default: the comparison\'s --target, 0.9 for a run)', (v) => {
+    const x = Number(v);
+    if (!(x > 0 && x <= 1)) throw new InvalidArgumentError(`'${v}' is not a number > 0 and ≤ 1`);
+    return x;
+  })
+  .action(async (dir: string, opts: { png?: string; chromium?: string; target?: number }) => {
+    await report(dir, opts, (line) => process.stdout.write(`${line}\n`));
+  });
 
 const data = program.command('data').description('datasets');
 data

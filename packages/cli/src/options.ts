@@ -30,7 +30,7 @@ export type SchemaShape = Readonly<Record<string, z.ZodType>>;
 export type ConfigSource = 'flag' | 'env' | 'file' | 'default';
 
 /** How the text of a flag or env variable is turned into a value. */
-export type OptionKind = 'string' | 'enum' | 'number' | 'integer' | 'boolean' | 'number-list' | 'integer-list';
+export type OptionKind = 'string' | 'enum' | 'number' | 'integer' | 'boolean' | 'number-list' | 'integer-list' | 'enum-list';
 
 /** Bounds of a number (or of each number of a list), as the schema states them. */
 export interface NumberRange {
@@ -52,7 +52,7 @@ export interface OptionSpec {
   readonly kind: OptionKind;
   /** The schema's description, without the generated suffix. */
   readonly description: string;
-  /** Allowed values of an `enum` option. */
+  /** Allowed values of an `enum` option, or of each entry of an `enum-list`. */
   readonly choices?: readonly string[];
   /** True when the schema supplies a default; false for options that stay unset (e.g. `workers`). */
   readonly hasDefault: boolean;
@@ -157,6 +157,9 @@ function specFromJson(key: string, prop: z.core.JSONSchema._JSONSchema | undefin
     range = rangeOf(p);
   } else if (p.type === 'boolean') {
     kind = 'boolean';
+  } else if (p.type === 'array' && Array.isArray(items.enum) && items.enum.every((v) => typeof v === 'string')) {
+    kind = 'enum-list';
+    choices = items.enum as string[];
   } else if (p.type === 'array' && (items.type === 'integer' || items.type === 'number')) {
     kind = items.type === 'integer' ? 'integer-list' : 'number-list';
     range = rangeOf(items);
@@ -210,6 +213,8 @@ function allowed(spec: Pick<OptionSpec, 'kind' | 'choices' | 'range'>): string {
       return `a comma-separated list of whole numbers${bounds(spec.range)}`;
     case 'number-list':
       return `a comma-separated list of numbers${bounds(spec.range)}`;
+    case 'enum-list':
+      return `a comma-separated list of ${(spec.choices ?? []).join(', ')}`;
     case 'string':
       return 'text';
   }
@@ -218,6 +223,7 @@ function allowed(spec: Pick<OptionSpec, 'kind' | 'choices' | 'range'>): string {
 function helpText(spec: OptionSpec): string {
   const notes: string[] = [];
   if (spec.kind === 'enum') notes.push(`one of ${(spec.choices ?? []).join(', ')}`);
+  else if (spec.kind === 'enum-list') notes.push(`any of ${(spec.choices ?? []).join(', ')}`);
   else if (spec.kind !== 'string' && spec.kind !== 'boolean') notes.push(allowed(spec).replace(/^an? /, ''));
   // An empty default is documented by the description itself ("default: runs/<time>"), so it is not repeated.
   if (spec.hasDefault && spec.default !== '') {
@@ -298,6 +304,7 @@ function valueName(spec: OptionSpec): string {
       return 'x';
     case 'integer-list':
     case 'number-list':
+    case 'enum-list':
       return 'list';
     default:
       return ['dataDir', 'outDir', 'curveKeys'].includes(spec.key) ? 'dir' : 'text';
@@ -317,7 +324,8 @@ export function parseText(spec: Pick<OptionSpec, 'kind'>, raw: string, label: st
     case 'integer':
       return toNumber(raw, label);
     case 'integer-list':
-    case 'number-list': {
+    case 'number-list':
+    case 'enum-list': {
       const parts = raw
         .split(/[,\s]+/)
         .map((s) => s.trim())
@@ -325,6 +333,8 @@ export function parseText(spec: Pick<OptionSpec, 'kind'>, raw: string, label: st
       // `--gpus ''` (an unset shell variable, say) would otherwise quietly mean "no GPUs".
       if (parts.length === 0)
         throw new ConfigError(`${label}: '${raw}' is an empty list; give values such as 0,1, or leave ${label} out`);
+      // Enum entries are judged by the schema, which names the allowed values.
+      if (spec.kind === 'enum-list') return parts;
       return parts.map((s) => toNumber(s, label, ' (expected a comma-separated list such as 0,1,2)'));
     }
     case 'boolean': {
@@ -458,7 +468,7 @@ function issueLine(
 
   switch (issue.code) {
     case 'invalid_value':
-      return `${label}: ${got} is not one of ${issue.values.map(String).join(', ')}`;
+      return `${label}:${entry} ${got} is not one of ${issue.values.map(String).join(', ')}`;
     case 'invalid_type':
       if ((issue.expected === 'number' || issue.expected === 'int') && typeof issue.input === 'string') {
         return `${label}:${entry} ${got} is not a number`;

@@ -4,14 +4,16 @@
  * run's wall time so far across resumes), progress on stderr (a bar on a terminal, plain lines in a pipe),
  * `--json` events on stdout, `--tensorboard` scalars, a summary table and run.json.
  */
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MultiBar, type SingleBar } from 'cli-progress';
-import { roundSteps, type EvalRecord, type RoundRecord, type RunConfig, type RunPlan } from '@hwa/core';
+import { HwaError, roundSteps, type EvalRecord, type RoundRecord, type RunConfig, type RunPlan } from '@hwa/core';
 import type { Logger } from 'pino';
 import { setConsoleWriter } from './logging.js';
 import { barLayout, estimateEta, formatProgressLine, percent, progressFields, type ProgressState } from './progress.js';
 import { TensorBoardWriter } from './tensorboard.js';
+import { writeRunReport } from './report-html.js';
+import { commMsOf, readMetricsLines, type Stamped } from './run-records.js';
 
 export interface ReportOptions {
   /** Progress on stderr: the bar, a plain line every `progressEverySec`, or nothing. */
@@ -31,8 +33,6 @@ export function progressMode(progress: RunConfig['progress'], isTTY = Boolean(pr
   return progress;
 }
 
-type MetricsLine = ({ kind: 'round' } & RoundRecord) | ({ kind: 'eval' } & EvalRecord);
-type Stamped = { time: string; elapsedMs: number };
 
 export class RunReporter {
   readonly rounds: RoundRecord[] = [];
@@ -82,18 +82,7 @@ export class RunReporter {
    * earlier parts took up to their last kept record.
    */
   private keepEarlierRecords(round: number): number {
-    if (!existsSync(this.metricsFile)) return 0;
-    const kept = readFileSync(this.metricsFile, 'utf8')
-      .split('\n')
-      .flatMap((l) => {
-        // A process killed outright (SIGKILL) can leave its last line half written: dropped, as a later round.
-        try {
-          return [JSON.parse(l) as MetricsLine & Partial<Stamped>];
-        } catch {
-          return [];
-        }
-      })
-      .filter((l) => typeof l.round === 'number' && l.round <= round);
+    const kept = readMetricsLines(this.metricsFile).filter((l) => l.round <= round);
     writeFileSync(this.metricsFile, kept.map((l) => JSON.stringify(l) + '\n').join(''));
     for (const l of kept) {
       const { kind, time: _time, elapsedMs: _elapsed, ...record } = l;
@@ -139,9 +128,8 @@ export class RunReporter {
     return { time: new Date().toISOString(), elapsedMs: Math.round(this.elapsedMs()) };
   }
 
-  /** A `--json` event on stdout. */
   private emit(event: Record<string, unknown>): void {
-    if (this.options.json) process.stdout.write(JSON.stringify({ ...event, time: new Date().toISOString() }) + '\n');
+    emitJson(this.options.json, event);
   }
 
   round(r: RoundRecord): void {
@@ -201,8 +189,7 @@ export class RunReporter {
       sendMs: sum((r) => r.sendMs),
       waitMs: sum((r) => r.waitMs),
       averageMs: sum((r) => r.averageMs),
-      // What synchronizing costs: round wall time not covered by the slowest worker's compute.
-      commMs: sum((r) => r.commMs ?? Math.max(0, r.wallMs - r.computeMs)),
+      commMs: sum(commMsOf),
       roundMs,
       bytes: sum((r) => r.bytes),
       final: last ? { online: last.online, offline: last.offline } : null,
@@ -236,9 +223,41 @@ export class RunReporter {
       join(this.dir, 'run.json'),
       JSON.stringify({ config, plan: this.plan, totals: t, evals: this.evals, ...extra }, null, 2) + '\n',
     );
+    this.writeReport();
     this.emit({ event: 'run.finished', dir: this.dir, totals: t });
     return t;
   }
+
+  /**
+   * A run that stopped on an error: the `run.failed` event (with the error's message, its exit code and the
+   * last completed round) and report.html of the rounds so far.
+   */
+  fail(error: unknown): void {
+    this.stopProgress();
+    this.writeReport();
+    emitRunFailed(this.options.json, this.dir, error, this.rounds.at(-1)?.round ?? this.options.resumedRound);
+  }
+
+  /** report.html of the run (best effort: a report that cannot be written must not hide how the run ended). */
+  private writeReport(): void {
+    try {
+      const file = writeRunReport(this.dir);
+      this.log.debug({ event: 'report.written', file });
+    } catch (e) {
+      this.log.warn({ event: 'report.failed', reason: (e as Error).message }, `no report.html: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** The `run.failed` event: the run's folder, the error's message and exit code, the last completed round. */
+export function emitRunFailed(json: boolean, dir: string, error: unknown, round: number): void {
+  const exitCode = error instanceof HwaError ? error.exitCode : 1;
+  emitJson(json, { event: 'run.failed', dir, error: (error as Error)?.message ?? String(error), exitCode, round });
+}
+
+/** A `--json` event on stdout, stamped with the time, when `enabled`. */
+export function emitJson(enabled: boolean, event: Record<string, unknown>): void {
+  if (enabled) process.stdout.write(JSON.stringify({ ...event, time: new Date().toISOString() }) + '\n');
 }
 
 export interface RunTotals {

@@ -281,6 +281,17 @@ export function readLocalState(dir: string, rank: number, round: number): Float3
 }
 
 /**
+ * The options given now that contradict the saved ones of a run (or comparison) being resumed: a key given
+ * (not at its default) with a value other than the saved one, as "key: given ≠ saved saved".
+ */
+export function optionConflicts<C extends object>(keys: readonly (keyof C & string)[], given: C, saved: C, defaults: C): string[] {
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  return keys
+    .filter((k) => !same(given[k], defaults[k]) && !same(given[k], saved[k]))
+    .map((k) => `${k}: ${JSON.stringify(given[k])} ≠ saved ${JSON.stringify(saved[k])}`);
+}
+
+/**
  * The exact command that continues a stopped run (printed at every stop and failure): `--resume DIR` plus
  * the runtime options this invocation was given that differ from their defaults, since those are not taken
  * from the run folder (its config.json gives the training options). For a standalone coordinator the

@@ -1,6 +1,6 @@
 /**
- * How every role stops on request: SIGINT and SIGTERM (and, for a worker the launcher started, the launcher's
- * IPC channel closing) become one Interrupted stop reason, handed to the role, which shuts down in order —
+ * How every role stops on request: SIGINT and SIGTERM (and, for a process started by another hwa process — a
+ * launcher's worker, a comparison's run — the parent's IPC channel closing) become one Interrupted stop reason, handed to the role, which shuts down in order —
  * workers save their state, the coordinator writes its checkpoint — and the CLI exits 130.
  */
 import { HwaError } from '@hwa/core';
@@ -34,7 +34,7 @@ export async function whileStoppable<T>(
     const handler = () => {
       if (stopped) return;
       stopped = true;
-      stop(new Interrupted(cause === 'disconnect' ? 'the launcher went away' : `stopped by ${cause}`), cause);
+      stop(new Interrupted(cause === 'disconnect' ? 'the process that started this one went away' : `stopped by ${cause}`), cause);
     };
     handlers.set(cause, handler);
     process.on(cause, handler);

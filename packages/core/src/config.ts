@@ -115,7 +115,7 @@ export const runtimeShape = {
     .default('auto')
     .describe('progress on stderr: a bar (elapsed, ETA, rate, loss, accuracy), or one plain line every --progress-every seconds; auto = the bar on a terminal, lines otherwise'),
   progressEvery: z.number().positive().default(10).describe('seconds between two progress lines when they are plain lines (piped output)'),
-  json: z.boolean().default(false).describe('print machine-readable events on stdout, one JSON object a line (run.started, round, eval, run.finished)'),
+  json: z.boolean().default(false).describe('print machine-readable events on stdout, one JSON object a line (run.started, round, eval, run.finished or run.failed)'),
   tensorboard: z.string().default('').describe('folder to write TensorBoard event files to (scalars: loss, lr, online/offline accuracy and loss); empty = none'),
 } as const;
 

@@ -9,7 +9,6 @@ import {
   ConfigError,
   DivergenceError,
   evaluatesAfterRound,
-  HwaError,
   TRAINING_KEYS,
   configHash,
   makeRunConfig,
@@ -25,19 +24,27 @@ import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
 import type { Logger } from 'pino';
 import { launchWorkers, stopWorkers, workerThreads, type LaunchedWorker } from '../launcher.js';
 import { createLogger } from '../logging.js';
-import { progressMode, RunReporter, type ReportOptions } from '../report.js';
+import { emitRunFailed, progressMode, RunReporter, type ReportOptions } from '../report.js';
 import { crossCheck } from '../checks.js';
-import { makeRunFolder, readCheckpointState, resumeCommand, writeCheckpoint, writeRunConfig } from '../run-folder.js';
+import { makeRunFolder, optionConflicts, readCheckpointState, resumeCommand, writeCheckpoint, writeRunConfig } from '../run-folder.js';
 import { launcherSocket, removeSocketFile, removeStaleLeftovers } from '../leftovers.js';
 import { prepare, type Prepared } from '../setup.js';
 import { whileStoppable } from '../signals.js';
 
-/** Turns SIGINT/SIGTERM into an abort of `controller` for the duration of `body`. */
+/** Turns SIGINT/SIGTERM (and a parent's exit) into an abort of `controller` for the duration of `body`. */
 function withSignals<T>(controller: AbortController, log: Logger, body: () => Promise<T>): Promise<T> {
-  return whileStoppable((reason, signal) => {
-    log.warn({ event: 'run.interrupted', signal }, `${signal}: stopping the run`);
-    controller.abort(reason);
-  }, body);
+  // Started by `hwa compare` (it has its IPC channel): the channel closing means the parent is gone, and a run
+  // nobody waits for stops with a checkpoint rather than go on alone. The channel must not keep this process up.
+  process.channel?.unref();
+  return whileStoppable(
+    (reason, cause) => {
+      if (cause === 'disconnect') log.warn({ event: 'run.interrupted', reason: 'parent exited' }, `${reason.message}: stopping the run`);
+      else log.warn({ event: 'run.interrupted', signal: cause }, `${cause}: stopping the run`);
+      controller.abort(reason);
+    },
+    body,
+    { onDisconnect: process.send !== undefined },
+  );
 }
 
 /** How this run reports (see report.ts), from its options. */
@@ -59,11 +66,7 @@ function resumedConfig<C extends RunConfig>(input: C): C {
   const file = join(input.resume, 'config.json');
   if (!existsSync(file)) throw new ConfigError(`--resume ${input.resume}: no config.json there (is it a run folder?)`);
   const saved = makeRunConfig(trainingPart(JSON.parse(readFileSync(file, 'utf8')) as RunConfig));
-  const defaults = makeRunConfig({});
-  const conflicts = TRAINING_KEYS.filter((k) => {
-    const given = JSON.stringify(input[k]);
-    return given !== JSON.stringify(defaults[k]) && given !== JSON.stringify(saved[k]);
-  }).map((k) => `${k}: ${JSON.stringify(input[k])} ≠ saved ${JSON.stringify(saved[k])}`);
+  const conflicts = optionConflicts(TRAINING_KEYS, input, saved, makeRunConfig({}));
   if (conflicts.length) throw new ConfigError(`--resume takes the training options from ${file}; these differ: ${conflicts.join('; ')}`);
   return { ...input, ...trainingPart(saved), outDir: input.resume };
 }
@@ -110,15 +113,21 @@ async function startRun<C extends RunConfig>(config: C, role: 'trainer' | 'coord
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   log.info({ event: 'run.config', dir, config }, `run folder ${dir}`);
-  const prepared = await prepare(config, log);
-  // Fix K in the config every process reads, so that all of them hash the same options.
-  const fixed: C = { ...config, workers: prepared.plan.workers };
-  writeRunConfig(dir, fixed);
-  const extra = { backend: prepared.backend, configHash: configHash(fixed) };
-  const resume = checkpointToResume(fixed, extra.configHash);
-  if (resume) logResume(log, resume, prepared.plan.rounds);
-  const reporter = new RunReporter(dir, prepared.plan, log, reportOptions(fixed, resume?.round));
-  return { dir, log, prepared, fixed, extra, resume, reporter, controller: new AbortController() };
+  try {
+    const prepared = await prepare(config, log);
+    // Fix K in the config every process reads, so that all of them hash the same options.
+    const fixed: C = { ...config, workers: prepared.plan.workers };
+    writeRunConfig(dir, fixed);
+    const extra = { backend: prepared.backend, configHash: configHash(fixed) };
+    const resume = checkpointToResume(fixed, extra.configHash);
+    if (resume) logResume(log, resume, prepared.plan.rounds);
+    const reporter = new RunReporter(dir, prepared.plan, log, reportOptions(fixed, resume?.round));
+    return { dir, log, prepared, fixed, extra, resume, reporter, controller: new AbortController() };
+  } catch (error) {
+    // Before the first round (no data, no backend, a bad checkpoint): no reporter yet, the event all the same.
+    emitRunFailed(config.json, dir, error, 0);
+    throw error;
+  }
 }
 
 /**
@@ -166,6 +175,9 @@ export async function train(input: RunConfig): Promise<void> {
     } else {
       await coordinateToEnd(run, localEndpoint(fixed.transport, log), true);
     }
+  } catch (error) {
+    reporter.fail(error);
+    throw error;
   } finally {
     reporter.stopProgress();
   }
@@ -371,6 +383,11 @@ export async function coordinate(input: RunConfig & { bind: string }, localRanks
   // Bad or missing keys fail here, before a run folder is made for a run that cannot start.
   if (config.curveKeys) coordinatorCurve(config.curveKeys);
   const run = await startRun(config, 'coordinator');
-  await coordinateToEnd(run, config.bind, localRanks !== undefined, localRanks);
+  try {
+    await coordinateToEnd(run, config.bind, localRanks !== undefined, localRanks);
+  } catch (error) {
+    run.reporter.fail(error);
+    throw error;
+  }
   run.reporter.finish(run.fixed, run.extra);
 }
