@@ -13,6 +13,7 @@ import {
   TRAINING_KEYS,
   configHash,
   makeRunConfig,
+  tallyToMetrics,
   trainingPart,
   type AveragerState,
   type RunConfig,
@@ -30,6 +31,7 @@ import { crossCheck } from '../checks.js';
 import { makeRunFolder, readCheckpointState, resumeCommand, writeCheckpoint, writeRunConfig } from '../run-folder.js';
 import { launcherSocket, removeSocketFile, removeStaleLeftovers } from '../leftovers.js';
 import { prepare, type Prepared } from '../setup.js';
+import { pinModules } from '../user-modules.js';
 
 /** Thrown when SIGINT/SIGTERM stopped the run; the CLI exits 130. */
 export class Interrupted extends HwaError {
@@ -118,7 +120,9 @@ interface StartedRun<C extends RunConfig> {
  * folder, the log and its config line, backend and data, the options with K fixed (hashed once), the
  * checkpoint to resume from and the reporter.
  */
-async function startRun<C extends RunConfig>(config: C, role: 'trainer' | 'coordinator'): Promise<StartedRun<C>> {
+async function startRun<C extends RunConfig>(input: C, role: 'trainer' | 'coordinator'): Promise<StartedRun<C>> {
+  // User files are pinned to their content first: the options every process hashes cover them.
+  const config = await pinModules(input);
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   log.info({ event: 'run.config', dir, config }, `run folder ${dir}`);
@@ -140,9 +144,20 @@ async function startRun<C extends RunConfig>(config: C, role: 'trainer' | 'coord
  */
 async function coordinateToEnd(run: StartedRun<RunConfig>, bind: string, spawnWorkers: boolean, localRanks?: readonly number[]): Promise<void> {
   const { dir, log, prepared, fixed, reporter, controller, resume } = run;
-  const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
+  const trainer = await LocalTrainer.create(trainingPart(fixed), prepared.plan, 0, prepared.workload);
   const result = await runCoordinator({ config: fixed, dir, log, trainer, reporter, controller, bind, spawnWorkers, localRanks, resume });
+  scoreTestSet(trainer, result.online, result.offline, reporter);
   await exportModel(trainer, result.offline, dir, log);
+}
+
+/**
+ * With a validation set, evaluations during the run never look at the test set: it is scored here, once, for
+ * θ̄ and θ_HWA of the last round.
+ */
+function scoreTestSet(trainer: LocalTrainer, online: Float32Array, offline: Float32Array, reporter: RunReporter): void {
+  if (!trainer.hasValidation) return;
+  const on = tallyToMetrics(trainer.evaluateTest(online.subarray(0, trainer.modelSize)));
+  reporter.testSet({ online: on, offline: tallyToMetrics(trainer.evaluateTest(offline)) });
 }
 
 export async function train(input: RunConfig): Promise<void> {
@@ -153,7 +168,7 @@ export async function train(input: RunConfig): Promise<void> {
   try {
     if (fixed.inProcess) {
       const result = await withSignals(controller, log, () =>
-        trainInProcess(trainingPart(fixed), prepared.data, {
+        trainInProcess(trainingPart(fixed), prepared.workload, {
           onRound: (r) => reporter.round(r),
           onEval: (e) => reporter.evaluation(e),
           onRefused: (round, rank, reason) =>
@@ -174,6 +189,7 @@ export async function train(input: RunConfig): Promise<void> {
         throw controller.signal.reason;
       }
       writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: extra.configHash });
+      scoreTestSet(result.trainer, result.online, result.offline, reporter);
       await exportModel(result.trainer, result.offline, dir, log);
     } else {
       await coordinateToEnd(run, localEndpoint(fixed.transport, log), true);
@@ -254,6 +270,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     modelSize: trainer.layout.modelSize,
     syncSize: trainer.syncSize,
     initial: trainer.initialVector(),
+    evalSet: trainer.hasValidation ? 'validation' : 'test',
     bind: o.bind,
     sharedMemory: useSharedMemory(config, o.spawnWorkers && !o.localRanks, trainer, log),
     progressTimeoutMs: config.progressTimeout * 1000,

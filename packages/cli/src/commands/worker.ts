@@ -7,6 +7,7 @@ import { runWorker } from '@hwa/worker';
 import { createLogger } from '../logging.js';
 import { readLocalState, writeLocalStates } from '../run-folder.js';
 import { prepare } from '../setup.js';
+import { pinModules } from '../user-modules.js';
 import { Interrupted } from './train.js';
 import { deviceForLocalRank, localRankEnv, localThreads } from '../torchrun.js';
 
@@ -36,12 +37,13 @@ export async function work(input: RunConfig & { connect: string; rank: number; r
   );
   // Bad or missing keys fail here, before the data is loaded.
   const curve = config.curveKeys ? workerCurve(config.curveKeys, config.rank) : undefined;
-  const prepared = await prepare(config, log);
+  const pinned = await pinModules(config);
+  const prepared = await prepare(pinned, log);
   if (config.rank >= prepared.plan.workers)
     throw new ConfigError(`--rank ${config.rank} is out of range for ${prepared.plan.workers} workers (ranks 0..${prepared.plan.workers - 1})`);
-  const trainer = new LocalTrainer(trainingPart(config), prepared.plan, config.rank, prepared.data);
+  const trainer = await LocalTrainer.create(trainingPart(pinned), prepared.plan, config.rank, prepared.workload);
   await runWorker({
-    config: trainingPart(config),
+    config: trainingPart(pinned),
     rank: config.rank,
     connect: config.connect,
     trainer,

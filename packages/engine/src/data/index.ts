@@ -1,7 +1,9 @@
 /** Datasets: in-memory layout, file formats, loading by name, downloading. */
 export * from './dataset.js';
+export * from './examples.js';
 export * from './idx.js';
 export * from './cifar10.js';
 export * from './synthetic.js';
 export * from './load.js';
 export * from './download.js';
+export * from './sources.js';
