@@ -35,9 +35,14 @@ function warnIfGpusUnused(gpus: readonly number[], backend: BackendReport, log: 
   );
 }
 
+/**
+ * @param given - a workload built by the caller (the programmatic API's in-process runs, whose model, data,
+ *   loss or metrics are functions and objects in memory); default: built from the options.
+ */
 export async function prepare(
   config: TrainingConfig & { backend: BackendChoice; dataDir: string; threads: number; gpus: readonly number[] },
   log: Logger,
+  given?: Workload,
 ): Promise<Prepared> {
   const backend = await selectBackend(
     config.backend,
@@ -50,7 +55,7 @@ export async function prepare(
   log.info({ event: 'backend.selected', ...backend }, `tfjs backend: ${describeBackend(backend)}`);
   warnIfGpusUnused(config.gpus, backend, log);
   const started = performance.now();
-  const workload = await makeWorkload(config);
+  const workload = given ?? (await makeWorkload(config));
   const { train, test, validation } = workload.data;
   log.info(
     { event: 'data.loaded', train: train.count, test: test.count, validation: validation?.count ?? 0, ms: Math.round(performance.now() - started) },

@@ -31,8 +31,10 @@ import {
   loadLayersModelFromFile,
   makeObjective,
   sliceExamples,
+  type DataSpec,
   type ExampleSplits,
   type LossSpec,
+  type MetricFn,
   type Workload,
 } from '@hwa/engine';
 import type { DatasetName, ModelName } from '@hwa/core';
@@ -129,6 +131,13 @@ function isLayersModel(value: unknown): value is tf.LayersModel {
   return typeof v === 'object' && v !== null && Array.isArray(v.trainableWeights) && typeof v.predict === 'function' && typeof v.apply === 'function';
 }
 
+/** `model` when it is a LayersModel, else a ConfigError naming `where`. */
+function checkedModel(where: string, model: unknown): tf.LayersModel {
+  if (!isLayersModel(model))
+    throw new ConfigError(`${where}: the model function returned ${model === undefined ? 'undefined' : typeof model}; expected a tf.LayersModel (tf.sequential() or tf.model())`);
+  return model;
+}
+
 /** What a model file gives: a model factory, and from a module also its loss and metrics, if it exports them. */
 export interface UserModel {
   createModel(): Promise<tf.LayersModel>;
@@ -160,9 +169,7 @@ export async function loadUserModel(value: string): Promise<UserModel> {
       } catch (e) {
         throw new ConfigError(`--model ${path}: the model function threw: ${(e as Error).message}`);
       }
-      if (!isLayersModel(model))
-        throw new ConfigError(`--model ${path}: the model function returned ${model === undefined ? 'undefined' : typeof model}; expected a tf.LayersModel (tf.sequential() or tf.model())`);
-      return model;
+      return checkedModel(`--model ${path}`, model);
     },
   };
 }
@@ -183,10 +190,22 @@ export async function loadUserData(value: string, seed: number): Promise<Example
   return dataSpecToSplits(spec, `--dataset ${path}`);
 }
 
+/** A model factory as a user gives it: called with hwa's tfjs. */
+export type ModelFactory = (tfjs: typeof tf) => tf.LayersModel | Promise<tf.LayersModel>;
+
+/** Parts of a workload given in memory (the programmatic API) in place of --model, --dataset and the loss. */
+export interface GivenParts {
+  model?: ModelFactory;
+  data?: DataSpec;
+  loss?: LossSpec;
+  metrics?: Record<string, MetricFn>;
+}
+
 /** The run's examples: built-in or the user's, limited by --train-limit/--test-limit, split by --val-fraction. */
-async function loadSplits(config: TrainingConfig & { dataDir: string }): Promise<ExampleSplits> {
+async function loadSplits(config: TrainingConfig & { dataDir: string }, given?: DataSpec): Promise<ExampleSplits> {
   let splits: ExampleSplits;
-  if (isModulePath(config.dataset)) splits = await loadUserData(config.dataset, config.seed);
+  if (given) splits = await dataSpecToSplits(given, 'data');
+  else if (isModulePath(config.dataset)) splits = await loadUserData(config.dataset, config.seed);
   else {
     const pair = await loadDataset(config.dataset as DatasetName, { dir: config.dataDir || undefined, trainLimit: config.trainLimit, testLimit: config.testLimit, seed: config.seed });
     splits = { train: labelledExamples(pair.train), test: labelledExamples(pair.test) };
@@ -207,15 +226,14 @@ async function loadSplits(config: TrainingConfig & { dataDir: string }): Promise
  * The run's workload from its options: built-in or user model, data and loss. Every process calls this with
  * the same (pinned) options and gets the same examples and objective.
  */
-export async function makeWorkload(config: TrainingConfig & Pick<RunConfig, 'dataDir'>): Promise<Workload> {
-  const data = await loadSplits(config);
-  if (!isModulePath(config.model)) {
-    const loss = config.loss === 'auto' ? 'softmax-cross-entropy' : config.loss;
-    return builtInWorkload(config.model as ModelName, data, config.seed, makeObjective(loss, {}, '--loss'));
-  }
-  const user = await loadUserModel(config.model);
-  const where = `--model ${moduleFile(config.model).path}`;
-  const objective = makeObjective(config.loss === 'auto' ? (user.loss ?? 'softmax-cross-entropy') : config.loss, user.metrics, where);
+export async function makeWorkload(config: TrainingConfig & Pick<RunConfig, 'dataDir'>, given: GivenParts = {}): Promise<Workload> {
+  const data = await loadSplits(config, given.data);
+  const lossOf = (fromModule?: LossSpec): LossSpec => given.loss ?? (config.loss === 'auto' ? (fromModule ?? 'softmax-cross-entropy') : config.loss);
+  if (!given.model && !isModulePath(config.model))
+    return builtInWorkload(config.model as ModelName, data, config.seed, makeObjective(lossOf(), given.metrics, '--loss'));
+  const user: UserModel = given.model ? { createModel: async () => checkedModel('model', await given.model!(tf)) } : await loadUserModel(config.model);
+  const where = given.model ? 'model' : `--model ${moduleFile(config.model).path}`;
+  const objective = makeObjective(lossOf(user.loss), given.metrics ?? user.metrics, where);
   const createModel = async () => {
     const model = await user.createModel();
     const input = model.inputs.length === 1 ? model.inputs[0].shape.slice(1) : null;

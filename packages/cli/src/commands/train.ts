@@ -22,7 +22,7 @@ import {
 } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
 import { coordinatorCurve, mib, sharedRoom } from '@hwa/protocol';
-import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
+import { LocalTrainer, saveLayersModel, trainInProcess, type Workload } from '@hwa/engine';
 import type { Logger } from 'pino';
 import { launchWorkers, stopWorkers, workerThreads, type LaunchedWorker } from '../launcher.js';
 import { createLogger } from '../logging.js';
@@ -120,13 +120,13 @@ interface StartedRun<C extends RunConfig> {
  * folder, the log and its config line, backend and data, the options with K fixed (hashed once), the
  * checkpoint to resume from and the reporter.
  */
-async function startRun<C extends RunConfig>(input: C, role: 'trainer' | 'coordinator'): Promise<StartedRun<C>> {
+async function startRun<C extends RunConfig>(input: C, role: 'trainer' | 'coordinator', workload?: Workload): Promise<StartedRun<C>> {
   // User files are pinned to their content first: the options every process hashes cover them.
   const config = await pinModules(input);
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   log.info({ event: 'run.config', dir, config }, `run folder ${dir}`);
-  const prepared = await prepare(config, log);
+  const prepared = await prepare(config, log, workload);
   // Fix K in the config every process reads, so that all of them hash the same options.
   const fixed: C = { ...config, workers: prepared.plan.workers };
   writeRunConfig(dir, fixed);
@@ -160,10 +160,16 @@ function scoreTestSet(trainer: LocalTrainer, online: Float32Array, offline: Floa
   reporter.testSet({ online: on, offline: tallyToMetrics(trainer.evaluateTest(offline)) });
 }
 
-export async function train(input: RunConfig): Promise<void> {
+/**
+ * `hwa train`. Returns the run folder.
+ * @param workload - the programmatic API's in-memory workload, for --in-process runs only (workers build
+ *   theirs from the options).
+ */
+export async function train(input: RunConfig, workload?: Workload): Promise<string> {
   // main.ts has checked these already (so that --dry-run fails alike); checked again for other callers.
   const config = crossCheck('train', input.resume ? resumedConfig(input) : input);
-  const run = await startRun(config, config.inProcess ? 'trainer' : 'coordinator');
+  if (workload && !config.inProcess) throw new ConfigError('an in-memory workload trains in-process only; worker processes build theirs from --model and --dataset');
+  const run = await startRun(config, config.inProcess ? 'trainer' : 'coordinator', workload);
   const { dir, log, prepared, fixed, extra, reporter, controller } = run;
   try {
     if (fixed.inProcess) {
@@ -199,6 +205,7 @@ export async function train(input: RunConfig): Promise<void> {
   }
   reporter.finish(fixed, extra);
   log.info({ event: 'run.exported', dir: join(dir, 'model') }, `offline (HWA) model exported to ${join(dir, 'model')}`);
+  return dir;
 }
 
 /** Where a launcher's coordinator binds: shm (and auto) run their messages over ipc. */
