@@ -8,10 +8,15 @@
  *
  *   npm run pack                      → build/pack/hwa-<version>.tgz
  *   npm run pack -- --out DIR         → DIR/hwa-<version>.tgz
+ *   npm run pack -- --consumer DIR    → also DIR/package.json and DIR/package-lock.json of a project that depends
+ *                                       on the tarball (copied there): `npm ci --offline` in DIR installs it
+ *                                       from npm's cache alone (a plain `npm install ./hwa.tgz` asks the
+ *                                       registry for metadata, which a cache may not hold)
  */
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -114,9 +119,6 @@ copyPackage('cli', stage, {
   peerDependencies: optional,
   peerDependenciesMeta: Object.fromEntries(Object.keys(optional).map((n) => [n, { optional: true }])),
   files: ['dist', 'bin', 'npm-shrinkwrap.json'],
-  // npm reads a registry package's shrinkwrap because the registry says it has one; a tarball installed from a
-  // file says so itself.
-  _hasShrinkwrap: true,
 });
 for (const p of bundled) {
   // The bundled packages' own dependency ranges name @hwa/* siblings; npm resolves them inside the bundle.
@@ -127,4 +129,38 @@ for (const p of bundled) {
 writeFileSync(join(stage, 'npm-shrinkwrap.json'), JSON.stringify(shrinkwrap(JSON.parse(readFileSync(join(stage, 'package.json'), 'utf8'))), null, 2) + '\n');
 mkdirSync(out, { recursive: true });
 const file = execFileSync('npm', ['pack', '--pack-destination', out, '--silent'], { cwd: stage, encoding: 'utf8' }).trim().split('\n').at(-1);
-console.log(join(out, file));
+const tarball = join(out, file);
+console.log(tarball);
+
+const consumerArg = process.argv.indexOf('--consumer');
+if (consumerArg > 0) writeConsumer(resolve(process.argv[consumerArg + 1]), tarball);
+
+/**
+ * A project depending on the tarball, with the lock npm would write for it: the shrinkwrap's tree hoisted to
+ * the project's node_modules, the bundled @hwa/* packages inside hwa's.
+ */
+function writeConsumer(dir, tarball) {
+  mkdirSync(dir, { recursive: true });
+  const name = basename(tarball);
+  copyFileSync(tarball, join(dir, name));
+  const sw = JSON.parse(readFileSync(join(stage, 'npm-shrinkwrap.json'), 'utf8'));
+  const top = sw.packages[''];
+  const integrity = `sha512-${createHash('sha512').update(readFileSync(tarball)).digest('base64')}`;
+  const dependencies = { hwa: `file:${name}` };
+  const packages = { '': { name: 'hwa-consumer', version: '1.0.0', dependencies } };
+  packages['node_modules/hwa'] = {
+    version: top.version,
+    resolved: `file:${name}`,
+    integrity,
+    license: top.license,
+    bundleDependencies: bundled.map((p) => `@hwa/${p}`),
+    dependencies: top.dependencies,
+    bin: top.bin,
+    engines: top.engines,
+    peerDependencies: top.peerDependencies,
+    peerDependenciesMeta: top.peerDependenciesMeta,
+  };
+  for (const [path, entry] of Object.entries(sw.packages)) if (path) packages[path.startsWith('node_modules/@hwa/') ? `node_modules/hwa/${path}` : path] = entry;
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'hwa-consumer', version: '1.0.0', private: true, type: 'module', dependencies }, null, 2) + '\n');
+  writeFileSync(join(dir, 'package-lock.json'), JSON.stringify({ name: 'hwa-consumer', version: '1.0.0', lockfileVersion: 3, requires: true, packages }, null, 2) + '\n');
+}

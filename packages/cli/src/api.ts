@@ -138,7 +138,8 @@ function runConfigOf(o: TrainOptions, model: string, dataset: string): RunConfig
     ...(o.outDir !== undefined ? { outDir: o.outDir } : {}),
     ...(o.inProcess !== undefined ? { inProcess: o.inProcess } : {}),
   };
-  return resolveRunConfig({ flags }).config;
+  // As for `hwa train`: what is given here beats HWA_* variables, which beat the defaults.
+  return resolveRunConfig({ flags, env: process.env }).config;
 }
 
 /** In-memory examples as a data module in `dir` that worker processes import like any other. */
