@@ -4,17 +4,20 @@
 import * as tf from '@tensorflow/tfjs';
 import { mixSeed, mulberry32, permutation, type EvalTally } from '@hwa/core';
 import { BatchBuilder } from './batch.js';
-import type { Examples } from './data/examples.js';
+import type { Dataset } from './data/dataset.js';
+import { labelledExamples, type Examples } from './data/examples.js';
 import { batchSums, makeObjective, type Objective } from './objective.js';
 
 const EVAL_BATCH = 500;
 const CROSS_ENTROPY = makeObjective('softmax-cross-entropy');
 
 /**
- * Summed loss, correct count and metric sums of `model` on examples [start, end) of `examples`, under
- * `objective` (default: softmax cross-entropy on one-hot labels, the built-in datasets' loss).
+ * Summed loss, correct count and metric sums of `model` on examples [start, end) of `set` (examples, or a
+ * built-in image dataset), under `objective` (default: softmax cross-entropy on one-hot labels, the built-in
+ * datasets' loss).
  */
-export function evaluateRange(model: tf.LayersModel, examples: Examples, start = 0, end = examples.count, objective: Objective = CROSS_ENTROPY): EvalTally {
+export function evaluateRange(model: tf.LayersModel, set: Examples | Dataset, start = 0, end = set.count, objective: Objective = CROSS_ENTROPY): EvalTally {
+  const examples = 'images' in set ? labelledExamples(set) : set;
   const builder = new BatchBuilder(examples, EVAL_BATCH);
   const names = Object.keys(objective.metrics);
   const tally: EvalTally = { loss: 0, correct: objective.correct ? 0 : null, count: Math.max(0, end - start) };
