@@ -28,6 +28,11 @@ export function runHwa(args: string[], env: NodeJS.ProcessEnv = {}, prefix: stri
   return runProcess([...prefix, process.execPath, MAIN, ...args], env);
 }
 
+/** Starts `node args…` (a user's script, say) the same way, in `cwd` (default: this process's). */
+export function runNode(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): CliRun {
+  return runProcess([process.execPath, ...args], env, cwd);
+}
+
 /** True where {@link runHwaOnTerminal} can work: util-linux `script` is installed. */
 export function hasTerminalRunner(): boolean {
   return spawnSync('script', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -43,9 +48,10 @@ export function runHwaOnTerminal(args: string[], env: NodeJS.ProcessEnv = {}, co
   return runProcess(['script', '-qfec', command, '/dev/null'], env);
 }
 
-function runProcess(argv: string[], env: NodeJS.ProcessEnv): CliRun {
+function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd?: string): CliRun {
   const [command, ...rest] = argv;
   const child = spawn(command, rest, {
+    cwd,
     // Tests run on wasm unless they say otherwise (a flag beats the env): one worker thread, the same bits on
     // every machine, and no libtensorflow to load in each of their processes where setup:native has run.
     env: { ...process.env, FORCE_COLOR: '0', HWA_BACKEND: process.env.HWA_BACKEND ?? 'wasm', ...env },

@@ -43,7 +43,7 @@ describe('exported offline model', () => {
     const flat = new WeightLayout(loaded).snapshot();
     expect(Array.from(flat)).toEqual(Array.from(result.offline));
     const tally = evaluateRange(loaded, data.test);
-    expect(tally.correct / tally.count).toBe(reported.accuracy);
+    expect(tally.correct! / tally.count).toBe(reported.accuracy);
     loaded.dispose();
     result.trainer.dispose();
   });

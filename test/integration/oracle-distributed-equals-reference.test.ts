@@ -51,12 +51,21 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const cases: Partial<RunConfig>[] = [];
 for (const workers of [2, 3]) for (const syncPeriod of [1, 4]) for (const window of [1, 3]) cases.push({ workers, syncPeriod, window });
+// Adam and AdamW, whose two moment estimates are averaged, kept or reset at a sync like SGD's momentum.
+const adamCases: Partial<RunConfig>[] = [
+  { workers: 2, syncPeriod: 2, window: 2, optimizer: 'adam', lr: 0.005, momentumSync: 'average' },
+  { workers: 3, syncPeriod: 3, window: 2, optimizer: 'adamw', lr: 0.005, weightDecay: 0.01, momentumSync: 'keep' },
+  { workers: 2, syncPeriod: 4, window: 2, optimizer: 'adam', lr: 0.005, momentumSync: 'reset' },
+];
+cases.push(...adamCases);
 // The options that change what travels and what workers restart from.
 cases.push({ workers: 2, syncPeriod: 2, window: 3, restart: 'offline', momentumSync: 'average', windowEvery: 2 });
 cases.push({ workers: 2, syncPeriod: 3, window: 2, mode: 'localsgd', momentumSync: 'reset', dataSplit: 'shard' });
 
-// shm moves the same bytes through other pipes: the K=3 case and the two option cases, not all of them again.
-const sharedCases = cases.filter((c) => c.workers === 3 && c.syncPeriod === 4 && c.window === 3).concat(cases.slice(-2));
+// shm moves the same bytes through other pipes: the K=3 case, averaged Adam state and the two option cases.
+const sharedCases = cases
+  .filter((c) => c.workers === 3 && c.syncPeriod === 4 && c.window === 3)
+  .concat(adamCases.slice(0, 1), cases.slice(-2));
 
 describe.each([
   ['ipc', cases],

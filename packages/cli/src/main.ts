@@ -131,7 +131,9 @@ function schemaCommand<S extends z.ZodObject>(
     });
 }
 
-schemaCommand('train', 'train on this machine: a coordinator and K worker processes (or --in-process)', runConfigSchema, train);
+schemaCommand('train', 'train on this machine: a coordinator and K worker processes (or --in-process)', runConfigSchema, async (config) => {
+  await train(config);
+});
 schemaCommand('coordinator', 'run the coordinator alone; K workers join with `hwa worker`', coordinatorSchema, coordinate);
 schemaCommand('worker', 'run one worker that joins a coordinator', workerSchema, work);
 schemaCommand('launch', 'run on every node of a cluster job, as torchrun: node 0 also runs the coordinator', launchSchema, launch);

@@ -7,7 +7,7 @@
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MultiBar, type SingleBar } from 'cli-progress';
-import { HwaError, roundSteps, type EvalRecord, type RoundRecord, type RunConfig, type RunPlan } from '@hwa/core';
+import { HwaError, roundSteps, type EvalMetrics, type EvalRecord, type RoundRecord, type RunConfig, type RunPlan } from '@hwa/core';
 import type { Logger } from 'pino';
 import { setConsoleWriter } from './logging.js';
 import { barLayout, estimateEta, formatProgressLine, percent, progressFields, type ProgressState } from './progress.js';
@@ -49,6 +49,7 @@ export class RunReporter {
   private readonly priorRounds: number;
   /** When this process's first round started (performance.now() clock), for the ETA. */
   private firstRoundStart: number | null = null;
+  private testResult: { online: EvalMetrics; offline: EvalMetrics } | null = null;
 
   constructor(
     private readonly dir: string,
@@ -157,7 +158,7 @@ export class RunReporter {
     this.emit({ event: 'eval', elapsedMs: stamp.elapsedMs, ...e });
     this.log.info(
       { event: 'eval.done', round: e.round, epoch: Number(e.epoch.toFixed(3)), online: e.online, offline: e.offline },
-      `round ${e.round}/${this.plan.rounds}, epoch ${e.epoch.toFixed(2)}: online ${percent(e.online.accuracy)} (loss ${e.online.loss.toFixed(4)}), offline ${percent(e.offline.accuracy)} (loss ${e.offline.loss.toFixed(4)})`,
+      `round ${e.round}/${this.plan.rounds}, epoch ${e.epoch.toFixed(2)}${e.set === 'validation' ? ', validation set' : ''}: online ${describeEval(e.online)}, offline ${describeEval(e.offline)}`,
     );
   }
 
@@ -193,8 +194,17 @@ export class RunReporter {
       roundMs,
       bytes: sum((r) => r.bytes),
       final: last ? { online: last.online, offline: last.offline } : null,
+      test: this.testResult,
       resumedFrom: this.options.resumedRound > 0 ? this.options.resumedRound : null,
     };
+  }
+
+  /** The test-set scores of a run evaluated on a validation set, measured once after its last round. */
+  testSet(result: { online: EvalMetrics; offline: EvalMetrics }): void {
+    this.testResult = result;
+    appendFileSync(this.metricsFile, JSON.stringify({ kind: 'test', ...this.stamp(), ...result }) + '\n');
+    this.emit({ event: 'test', ...result });
+    this.log.info({ event: 'test.done', ...result }, `test set, scored once after the last round: online ${describeEval(result.online)}, offline ${describeEval(result.offline)}`);
   }
 
   /** Prints the summary table and writes run.json. */
@@ -213,9 +223,12 @@ export class RunReporter {
       ['  transfer, rest', `${(t.sendMs / 1000).toFixed(2)} s (${share(t.sendMs)})`],
       ['bytes moved', `${(t.bytes / 1e6).toFixed(1)} MB`],
     ];
-    if (t.final) {
-      rows.push(['online accuracy', `${(t.final.online.accuracy * 100).toFixed(2)}% (loss ${t.final.online.loss.toFixed(4)})`]);
-      rows.push(['offline accuracy', `${(t.final.offline.accuracy * 100).toFixed(2)}% (loss ${t.final.offline.loss.toFixed(4)})`]);
+    const set = this.evals.at(-1)?.set === 'validation' ? ' (validation)' : '';
+    for (const [which, result] of [[set, t.final], [' (test)', t.test]] as const) {
+      if (!result) continue;
+      const what = Number.isNaN(result.online.accuracy) ? 'loss' : 'accuracy';
+      rows.push([`online ${what}${which}`, describeEval(result.online)]);
+      rows.push([`offline ${what}${which}`, describeEval(result.offline)]);
     }
     const width = Math.max(...rows.map(([k]) => k.length));
     process.stderr.write(`\n${rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`).join('\n')}\n\n`);
@@ -273,7 +286,15 @@ export interface RunTotals {
   commMs: number;
   roundMs: number;
   bytes: number;
-  final: { online: { loss: number; accuracy: number }; offline: { loss: number; accuracy: number } } | null;
+  final: { online: EvalMetrics; offline: EvalMetrics } | null;
+  /** With a validation set: θ̄ and θ_HWA of the last round scored once on the test set; null otherwise. */
+  test: { online: EvalMetrics; offline: EvalMetrics } | null;
   /** The checkpoint round a resumed run went on from (its totals include the earlier part); null if none. */
   resumedFrom: number | null;
+}
+
+/** `93.75% (loss 0.3405)`, or `loss 0.0225` where there is no accuracy; user metrics follow: `, mae 0.1043`. */
+export function describeEval(m: EvalMetrics): string {
+  const extra = Object.entries(m.metrics ?? {}).map(([name, v]) => `, ${name} ${v.toFixed(4)}`).join('');
+  return Number.isNaN(m.accuracy) ? `loss ${m.loss.toFixed(4)}${extra}` : `${percent(m.accuracy)} (loss ${m.loss.toFixed(4)}${extra})`;
 }

@@ -10,11 +10,12 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, re
 import { join, resolve } from 'node:path';
 import { ConfigError, ResourceError, makeRunConfig, runtimeShape, type AveragerState, type OfflineState, type RunConfig } from '@hwa/core';
 import { isProcessAlive } from '@hwa/protocol';
+import { shortName } from './user-modules.js';
 
 /** Creates the run folder (`--out-dir`, or runs/<time>-<mode>-<model>) and writes config.json into it. */
 export function makeRunFolder(config: RunConfig): string {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const dir = resolve(config.outDir || join('runs', `${stamp}-${config.mode}-${config.model}`));
+  const dir = resolve(config.outDir || join('runs', `${stamp}-${config.mode}-${shortName(config.model)}`));
   // Kernel file systems accept some writes and hang or lie on others: never a run folder.
   if (/^\/(proc|sys|dev)(\/|$)/.test(dir) && !/^\/dev\/shm(\/|$)/.test(dir))
     throw new ConfigError(`--out-dir ${dir}: that is a kernel file system (/proc, /sys or /dev), not a place for a run folder`);

@@ -2,12 +2,14 @@
  * What every process role does before it trains: pick the tfjs backend, load the data, derive the plan.
  */
 import { makePlan, type RunPlan, type TrainingConfig, type BackendChoice } from '@hwa/core';
-import { loadDataset, selectBackend, type BackendReport, type DatasetPair } from '@hwa/engine';
+import { selectBackend, type BackendReport, type Workload } from '@hwa/engine';
 import type { Logger } from 'pino';
+import { makeWorkload, shortName } from './user-modules.js';
 
 export interface Prepared {
   backend: BackendReport;
-  data: DatasetPair;
+  /** The model factory, objective and examples (built-in or the user's modules). */
+  workload: Workload;
   plan: RunPlan;
 }
 
@@ -33,9 +35,14 @@ function warnIfGpusUnused(gpus: readonly number[], backend: BackendReport, log: 
   );
 }
 
+/**
+ * @param given - a workload built by the caller (the programmatic API's in-process runs, whose model, data,
+ *   loss or metrics are functions and objects in memory); default: built from the options.
+ */
 export async function prepare(
   config: TrainingConfig & { backend: BackendChoice; dataDir: string; threads: number; gpus: readonly number[] },
   log: Logger,
+  given?: Workload,
 ): Promise<Prepared> {
   const backend = await selectBackend(
     config.backend,
@@ -48,15 +55,11 @@ export async function prepare(
   log.info({ event: 'backend.selected', ...backend }, `tfjs backend: ${describeBackend(backend)}`);
   warnIfGpusUnused(config.gpus, backend, log);
   const started = performance.now();
-  const data = await loadDataset(config.dataset, {
-    dir: config.dataDir || undefined,
-    trainLimit: config.trainLimit,
-    testLimit: config.testLimit,
-    seed: config.seed,
-  });
+  const workload = given ?? (await makeWorkload(config));
+  const { train, test, validation } = workload.data;
   log.info(
-    { event: 'data.loaded', train: data.train.count, test: data.test.count, ms: Math.round(performance.now() - started) },
-    `${config.dataset}: ${data.train.count} training and ${data.test.count} test images`,
+    { event: 'data.loaded', train: train.count, test: test.count, validation: validation?.count ?? 0, ms: Math.round(performance.now() - started) },
+    `${shortName(config.dataset)}: ${train.count} training, ${validation ? `${validation.count} validation, ` : ''}${test.count} test examples`,
   );
-  return { backend, data, plan: makePlan(config, data.train.count) };
+  return { backend, workload, plan: makePlan(config, train.count) };
 }

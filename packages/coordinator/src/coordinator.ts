@@ -36,6 +36,7 @@ import {
   ProtocolError,
   WorkerFailure,
   addTally,
+  zeroTally,
   divergedMessage,
   epochAfterRound,
   firstNonFinite,
@@ -78,6 +79,8 @@ import { Watchdog } from './watchdog.js';
 export interface CoordinatorOptions {
   /** The training options every worker must match. */
   config: TrainingConfig;
+  /** The set workers score at evaluations: the validation set when the run has one. */
+  evalSet?: 'validation' | 'test';
   /** Hash of `config` (configHash from @hwa/core). */
   configHash: string;
   plan: RunPlan;
@@ -649,7 +652,7 @@ export class Coordinator {
   /** Round s has all its averages: the next round's weights are accepted from now on. */
   private endRound(s: RoundState): void {
     s.ended = performance.now();
-    if (evaluatesAfterRound(this.o.plan, s.round)) this.evalTallies.set(s.round, { online: zero(), offline: zero(), ranks: new Set() });
+    if (evaluatesAfterRound(this.o.plan, s.round)) this.evalTallies.set(s.round, { online: zeroTally(), offline: zeroTally(), ranks: new Set() });
     if (s.round < this.o.plan.rounds) this.beginRound(s.round + 1);
     else this.state = null;
   }
@@ -734,6 +737,7 @@ export class Coordinator {
     this.o.onEval?.({
       round: h.round,
       epoch: epochAfterRound(this.o.plan, h.round),
+      set: this.o.evalSet ?? 'test',
       online: tallyToMetrics(tally.online),
       offline: tallyToMetrics(tally.offline),
     });
@@ -772,8 +776,4 @@ export function endpointError(endpoint: string, what: 'bind' | 'connect', e: unk
 function meanLoss(s: RoundState): number {
   const losses = s.losses.filter((l, rank): l is number => l !== null && !s.refused.some((r) => r.rank === rank));
   return losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : NaN;
-}
-
-function zero(): EvalTally {
-  return { loss: 0, correct: 0, count: 0 };
 }

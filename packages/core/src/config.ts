@@ -20,6 +20,28 @@ export const DATASETS = ['mnist', 'fashion-mnist', 'cifar10', 'synthetic'] as co
 export const BACKENDS = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export const WIRE_DTYPES = ['float32', 'float16', 'bfloat16'] as const;
 export const TRANSPORTS = ['ipc', 'tcp', 'shm'] as const;
+export const LOSSES = ['softmax-cross-entropy', 'sparse-softmax-cross-entropy', 'sigmoid-cross-entropy', 'mse', 'mae'] as const;
+export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
+
+/** A user module's file: JavaScript or TypeScript; `#sha256=…` is the content pin hwa adds (see pinModules). */
+const MODULE_FILE = /\.(?:js|mjs|cjs|ts|mts|cts)(?:#sha256=[0-9a-f]+)?$/;
+/** A saved tfjs LayersModel (model.json with its weight files), to fine-tune from. */
+const MODEL_FILE = /\.json(?:#sha256=[0-9a-f]+)?$/;
+
+/** True when a --model or --dataset value names a file rather than a built-in. */
+export function isModulePath(value: string): boolean {
+  return MODULE_FILE.test(value) || MODEL_FILE.test(value);
+}
+
+/** A built-in name or a user file (`./net.js`), per option. */
+function builtInOrFile<T extends readonly string[]>(names: T, files: RegExp[], what: string) {
+  return z
+    .string()
+    .min(1)
+    .refine((v) => (names as readonly string[]).includes(v) || files.some((f) => f.test(v)), {
+      message: `must be one of ${names.join(', ')}, or ${what}`,
+    });
+}
 
 export const trainingShape = {
   mode: z
@@ -28,8 +50,24 @@ export const trainingShape = {
     .describe(
       'method: hwa (online+offline WA), sgd (K=1), localsgd (online only), swa (K=1 cumulative mean), lawa (K=1 sliding window), ema (K=1 exponential mean)',
     ),
-  model: z.enum(MODELS).default('mlp').describe('network: mlp 784-256-128-10, cnn conv32-conv64-dense128, resnet20 (CIFAR, BatchNorm)'),
-  dataset: z.enum(DATASETS).default('mnist').describe('training and test data; synthetic is a small generated set for tests'),
+  model: builtInOrFile(MODELS, [MODULE_FILE, MODEL_FILE], 'a model module (.js, .mjs, .ts, .mts) or a saved model.json')
+    .default('mlp')
+    .describe(
+      'network: mlp 784-256-128-10, cnn conv32-conv64-dense128, resnet20 (CIFAR, BatchNorm); or ./net.js|./net.ts exporting (tf) => tf.LayersModel; or ./model.json, a saved LayersModel to fine-tune',
+    ),
+  dataset: builtInOrFile(DATASETS, [MODULE_FILE], 'a data module (.js, .mjs, .ts, .mts)')
+    .default('mnist')
+    .describe('training and test data: mnist, fashion-mnist, cifar10, synthetic (a small generated set for tests); or ./data.js|./data.ts exporting (tf, { seed }) => { train, test, validation? }'),
+  loss: z
+    .enum(['auto', ...LOSSES])
+    .default('auto')
+    .describe('loss: softmax-cross-entropy (one-hot labels), sparse-softmax-cross-entropy (class indices), sigmoid-cross-entropy (multi-label), mse, mae; auto = the model module\'s `loss` export, else softmax-cross-entropy'),
+  valFraction: z
+    .number()
+    .min(0)
+    .lt(1)
+    .default(0)
+    .describe('hold out this fraction of the training set for validation: evaluations during training score it, and the test set is scored once at the end'),
   trainLimit: z.number().int().min(0).default(0).describe('use only the first N training images (0 = all)'),
   testLimit: z.number().int().min(0).default(0).describe('use only the first N test images (0 = all)'),
   workers: z.number().int().min(1).max(256).optional().describe('K, parallel model copies (default 2 for hwa/localsgd, 1 otherwise)'),
@@ -39,15 +77,19 @@ export const trainingShape = {
   offlineStart: z.number().min(0).default(0).describe('epoch from which averages enter the offline average (SWA start)'),
   emaDecay: z.number().min(0).lt(1).default(0.9).describe('ema mode: weight of the past per sync round'),
   restart: z.enum(['online', 'offline']).default('online').describe('workers restart each round from the online average or from the offline (HWA) average'),
-  momentumSync: z.enum(['keep', 'reset', 'average']).default('keep').describe('worker momentum at a sync: keep its own, reset to zero, or average it too'),
+  momentumSync: z.enum(['keep', 'reset', 'average']).default('keep').describe('worker optimizer state (SGD momentum, Adam moments) at a sync: keep its own, reset to zero, or average it too'),
   bn: z.enum(['recompute', 'average']).default('recompute').describe('BatchNorm statistics of an averaged model: recompute on training batches or average'),
   bnBatches: positiveInt().default(8).describe('training batches used to recompute BatchNorm statistics'),
   dataSplit: z.enum(['shuffle', 'shard']).default('shuffle').describe('each worker sees all data in its own order, or a disjoint shard'),
   epochs: z.number().positive().default(1).describe('passes over each worker\'s data (may be fractional)'),
   batchSize: positiveInt().default(64).describe('mini-batch size per worker'),
   lr: z.number().positive().default(0.05).describe('peak learning rate'),
+  optimizer: z.enum(OPTIMIZERS).default('sgd').describe('sgd (with momentum), adam, or adamw (decoupled weight decay); their state follows --momentum-sync'),
   momentum: z.number().min(0).lt(1).default(0.9).describe('SGD momentum μ'),
-  weightDecay: z.number().min(0).default(0.0005).describe('L2 weight decay λ (added to the gradient)'),
+  beta1: z.number().min(0).lt(1).default(0.9).describe('adam/adamw: decay of the first-moment estimate β1'),
+  beta2: z.number().min(0).lt(1).default(0.999).describe('adam/adamw: decay of the second-moment estimate β2'),
+  epsilon: z.number().positive().default(1e-8).describe('adam/adamw: ε added to the denominator'),
+  weightDecay: z.number().min(0).default(0.0005).describe('weight decay λ: L2 added to the gradient (sgd, adam), or decoupled (adamw)'),
   schedule: z.enum(['constant', 'step', 'cosine']).default('constant').describe('learning-rate schedule after warm-up'),
   warmupSteps: z.number().int().min(0).default(0).describe('linear warm-up steps'),
   milestones: z.array(z.number().min(0)).default([]).describe('step schedule: epochs at which lr is multiplied by gamma'),
@@ -167,6 +209,8 @@ export type DatasetName = (typeof DATASETS)[number];
 export type BackendChoice = (typeof BACKENDS)[number];
 export type WireDtype = (typeof WIRE_DTYPES)[number];
 export type Transport = (typeof TRANSPORTS)[number];
+export type LossName = (typeof LOSSES)[number];
+export type OptimizerName = (typeof OPTIMIZERS)[number];
 
 export const TRAINING_KEYS = Object.keys(trainingShape) as (keyof TrainingConfig)[];
 

@@ -3,14 +3,25 @@
  * reporting (progress, JSONL metrics, summary) is written once.
  */
 
-/** One model's test result, summed over evaluation shards. */
+/** One model's result on an evaluation set, summed over evaluation shards. */
 export interface EvalTally {
-  /** Sum of per-example cross-entropy. */
+  /** Sum of per-example losses. */
   loss: number;
-  /** Correctly classified examples. */
-  correct: number;
+  /** Correctly predicted examples; null where the loss defines no accuracy (regression, custom losses). */
+  correct: number | null;
   /** Examples evaluated. */
   count: number;
+  /** Sum over the examples of each user metric, by name. */
+  metrics?: Record<string, number>;
+}
+
+/** Mean values of one model on an evaluation set. */
+export interface EvalMetrics {
+  loss: number;
+  /** NaN where the loss defines no accuracy. */
+  accuracy: number;
+  /** Mean of each user metric, by name. */
+  metrics?: Record<string, number>;
 }
 
 export interface RoundRecord {
@@ -60,17 +71,36 @@ export interface RoundRecord {
 export interface EvalRecord {
   round: number;
   epoch: number;
-  online: { loss: number; accuracy: number };
-  offline: { loss: number; accuracy: number };
+  /** The set scored: the validation set when the run has one, else the test set. */
+  set?: 'validation' | 'test';
+  online: EvalMetrics;
+  offline: EvalMetrics;
+}
+
+/** An empty tally. */
+export function zeroTally(): EvalTally {
+  return { loss: 0, correct: 0, count: 0 };
 }
 
 /** Adds shard tallies. */
 export function addTally(a: EvalTally, b: EvalTally): EvalTally {
-  return { loss: a.loss + b.loss, correct: a.correct + b.correct, count: a.count + b.count };
+  const sum: EvalTally = {
+    loss: a.loss + b.loss,
+    correct: a.correct === null || b.correct === null ? null : a.correct + b.correct,
+    count: a.count + b.count,
+  };
+  if (a.metrics || b.metrics) {
+    const names = new Set([...Object.keys(a.metrics ?? {}), ...Object.keys(b.metrics ?? {})]);
+    sum.metrics = Object.fromEntries([...names].map((n) => [n, (a.metrics?.[n] ?? 0) + (b.metrics?.[n] ?? 0)]));
+  }
+  return sum;
 }
 
-export function tallyToMetrics(t: EvalTally): { loss: number; accuracy: number } {
-  return t.count === 0 ? { loss: NaN, accuracy: NaN } : { loss: t.loss / t.count, accuracy: t.correct / t.count };
+export function tallyToMetrics(t: EvalTally): EvalMetrics {
+  if (t.count === 0) return { loss: NaN, accuracy: NaN };
+  const out: EvalMetrics = { loss: t.loss / t.count, accuracy: t.correct === null ? NaN : t.correct / t.count };
+  if (t.metrics) out.metrics = Object.fromEntries(Object.entries(t.metrics).map(([n, v]) => [n, v / t.count]));
+  return out;
 }
 
 /** Test-set range [start, end) that shard `rank` of `workers` evaluates. */

@@ -1,31 +1,40 @@
 /**
- * Test-set evaluation and BatchNorm statistics recomputation for averaged models.
+ * Evaluation on a set of examples and BatchNorm statistics recomputation for averaged models.
  */
 import * as tf from '@tensorflow/tfjs';
 import { mixSeed, mulberry32, permutation, type EvalTally } from '@hwa/core';
 import { BatchBuilder } from './batch.js';
 import type { Dataset } from './data/dataset.js';
+import { labelledExamples, type Examples } from './data/examples.js';
+import { batchSums, makeObjective, type Objective } from './objective.js';
 
 const EVAL_BATCH = 500;
+const CROSS_ENTROPY = makeObjective('softmax-cross-entropy');
 
-/** Summed cross-entropy and correct count of `model` on examples [start, end) of `dataset`. */
-export function evaluateRange(model: tf.LayersModel, dataset: Dataset, start = 0, end = dataset.count): EvalTally {
-  const builder = new BatchBuilder(dataset, EVAL_BATCH);
-  let loss = 0;
-  let correct = 0;
+/**
+ * Summed loss, correct count and metric sums of `model` on examples [start, end) of `set` (examples, or a
+ * built-in image dataset), under `objective` (default: softmax cross-entropy on one-hot labels, the built-in
+ * datasets' loss).
+ */
+export function evaluateRange(model: tf.LayersModel, set: Examples | Dataset, start = 0, end = set.count, objective: Objective = CROSS_ENTROPY): EvalTally {
+  const examples = 'images' in set ? labelledExamples(set) : set;
+  const builder = new BatchBuilder(examples, EVAL_BATCH);
+  const names = Object.keys(objective.metrics);
+  const tally: EvalTally = { loss: 0, correct: objective.correct ? 0 : null, count: Math.max(0, end - start) };
+  const metrics = names.map(() => 0);
   for (let from = start; from < end; from += EVAL_BATCH) {
     const to = Math.min(end, from + EVAL_BATCH);
-    const [lossSum, hits] = tf.tidy(() => {
+    const values = tf.tidy(() => {
       const { x, y } = builder.range(from, to);
-      const logits = model.predict(x) as tf.Tensor2D;
-      const perExample = tf.losses.softmaxCrossEntropy(y, logits, undefined, undefined, tf.Reduction.NONE);
-      const right = tf.equal(tf.argMax(logits, 1), tf.argMax(y, 1)).sum();
-      return [perExample.sum().dataSync()[0], right.dataSync()[0]];
+      const sums = batchSums(objective, y, model.predict(x) as tf.Tensor);
+      return [sums.loss, sums.correct ?? tf.scalar(0), ...sums.metrics].map((t) => t.dataSync()[0]);
     });
-    loss += lossSum;
-    correct += hits;
+    tally.loss += values[0];
+    if (tally.correct !== null) tally.correct += values[1];
+    names.forEach((_, i) => (metrics[i] += values[2 + i]));
   }
-  return { loss, correct, count: Math.max(0, end - start) };
+  if (names.length) tally.metrics = Object.fromEntries(names.map((n, i) => [n, metrics[i]]));
+  return tally;
 }
 
 interface BatchNormLike {
@@ -60,7 +69,7 @@ export function batchNormIndices(seed: number, trainCount: number, batches: numb
  * as the plain (cumulative) mean over the given batches in training mode. An averaged model's averaged
  * statistics do not match its averaged weights; this makes them match.
  */
-export function recomputeBatchNorm(model: tf.LayersModel, train: Dataset, batches: readonly Uint32Array[]): void {
+export function recomputeBatchNorm(model: tf.LayersModel, train: Examples, batches: readonly Uint32Array[]): void {
   const layers = batchNormLayers(model);
   if (layers.length === 0 || batches.length === 0) return;
   const saved = layers.map((l) => l.momentum);

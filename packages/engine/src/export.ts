@@ -4,7 +4,7 @@
  * installed, so the two files are written here from the save artifacts.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
 export const MODEL_JSON = 'model.json';
@@ -30,9 +30,21 @@ export async function saveLayersModel(model: tf.LayersModel, dir: string): Promi
   );
 }
 
-/** Loads a model written by saveLayersModel (or any single-shard tfjs LayersModel folder) from disk. */
+/** Loads a model written by saveLayersModel (or any tfjs LayersModel folder) from disk. */
 export async function loadLayersModelFromDir(dir: string): Promise<tf.LayersModel> {
-  const json = JSON.parse(await readFile(join(dir, MODEL_JSON), 'utf8')) as {
+  return loadLayersModelFromFile(join(dir, MODEL_JSON));
+}
+
+/** The files of a saved LayersModel: its model.json and the weight files it names, in order. */
+export async function layersModelFiles(file: string): Promise<string[]> {
+  const json = JSON.parse(await readFile(file, 'utf8')) as { weightsManifest?: { paths: string[] }[] };
+  return [file, ...(json.weightsManifest ?? []).flatMap((g) => g.paths.map((p) => join(dirname(file), p)))];
+}
+
+/** Loads a LayersModel from its model.json file (weight files beside it, as the manifest names them). */
+export async function loadLayersModelFromFile(file: string): Promise<tf.LayersModel> {
+  const dir = dirname(file);
+  const json = JSON.parse(await readFile(file, 'utf8')) as {
     modelTopology: object;
     weightsManifest: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
   };

@@ -5,6 +5,8 @@ export * from './model.js';
 export * from './layout.js';
 export * from './batch.js';
 export * from './train-step.js';
+export * from './objective.js';
+export * from './workload.js';
 export * from './evaluate.js';
 export * from './local-trainer.js';
 export * from './export.js';

@@ -12,8 +12,8 @@ import type { ModelName } from '@hwa/core';
 
 export interface ModelSpec {
   readonly name: ModelName;
-  /** [height, width, channels] of one input image. */
-  readonly inputShape: readonly [number, number, number];
+  /** Shape of one input: [height, width, channels] of an image (cnn, resnet20); any shape for mlp. */
+  readonly inputShape: readonly number[];
   readonly numClasses: number;
   /** Seed of the weight initializers. */
   readonly seed: number;
@@ -27,7 +27,7 @@ export function buildModel(spec: ModelSpec): tf.LayersModel {
   let x: tf.SymbolicTensor;
   switch (spec.name) {
     case 'mlp': {
-      x = tf.layers.flatten().apply(input) as tf.SymbolicTensor;
+      x = spec.inputShape.length > 1 ? (tf.layers.flatten().apply(input) as tf.SymbolicTensor) : input;
       for (const units of [256, 128])
         x = tf.layers.dense({ units, activation: 'relu', kernelInitializer: glorot() }).apply(x) as tf.SymbolicTensor;
       break;

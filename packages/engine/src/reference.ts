@@ -21,6 +21,7 @@ import {
 } from '@hwa/core';
 import type { DatasetPair } from './data/dataset.js';
 import { LocalTrainer } from './local-trainer.js';
+import type { Workload } from './workload.js';
 
 export interface RunHooks {
   /** Called after every round. */
@@ -68,10 +69,14 @@ export function evaluateSharded(
   return { online: on, offline: off };
 }
 
-/** Runs the whole algorithm; yields to the event loop between rounds so signals and timers are served. */
-export async function trainInProcess(config: TrainingConfig, data: DatasetPair, hooks: RunHooks = {}): Promise<ReferenceResult> {
-  const plan = makePlan(config, data.train.count);
-  const trainers = Array.from({ length: plan.workers }, (_, rank) => new LocalTrainer(config, plan, rank, data));
+/**
+ * Runs the whole algorithm on `workload` (or the built-in config.model on built-in data); yields to the event
+ * loop between rounds so signals and timers are served.
+ */
+export async function trainInProcess(config: TrainingConfig, workload: Workload | DatasetPair, hooks: RunHooks = {}): Promise<ReferenceResult> {
+  const plan = makePlan(config, ('createModel' in workload ? workload.data : workload).train.count);
+  const trainers: LocalTrainer[] = [];
+  for (let rank = 0; rank < plan.workers; rank++) trainers.push(await LocalTrainer.create(config, plan, rank, workload));
   const { modelSize } = trainers[0].layout;
   const syncSize = trainers[0].syncSize;
   const averager = new HierarchicalAverager(plan, config, modelSize, syncSize, trainers[0].initialVector());
@@ -125,6 +130,7 @@ export async function trainInProcess(config: TrainingConfig, data: DatasetPair, 
       const evalRecord: EvalRecord = {
         round,
         epoch: record.epoch,
+        set: trainers[0].hasValidation ? 'validation' : 'test',
         online: tallyToMetrics(tally.online),
         offline: tallyToMetrics(tally.offline),
       };

@@ -176,10 +176,12 @@ export interface OfflineHeader {
 export interface EvalResult {
   /** Loss summed over the shard's samples (divide the total by the total count). */
   loss: number;
-  /** Correctly classified samples. */
-  correct: number;
+  /** Correctly predicted samples; null where the run's loss defines no accuracy. */
+  correct: number | null;
   /** Samples evaluated. */
   count: number;
+  /** Each user metric summed over the shard's samples, by name. */
+  metrics?: Record<string, number>;
 }
 
 /** Worker → coordinator: evaluation of the online (θ̄) and offline (θ_HWA) models on the worker's test shard. */

@@ -74,7 +74,9 @@ const tensorSchema = z
   })
   .strict();
 
-const evalResultSchema = z.object({ loss: finite(), correct: count(), count: count() }).strict();
+const evalResultSchema = z
+  .object({ loss: finite(), correct: count().nullable(), count: count(), metrics: z.record(z.string().max(200), finite()).optional() })
+  .strict();
 
 const schemas = {
   hello: z
@@ -291,7 +293,7 @@ function checkFacts(header: Header, ctx: ValidationContext, sender: string | und
   if (header.type === 'eval') {
     for (const which of ['online', 'offline'] as const) {
       const r = header[which];
-      if (r.correct > r.count) fail(`field '${which}.correct' is ${r.correct}, more than '${which}.count' ${r.count}`);
+      if (r.correct !== null && r.correct > r.count) fail(`field '${which}.correct' is ${r.correct}, more than '${which}.count' ${r.count}`);
     }
   }
   if (hasTensor(header)) checkDescriptor(header.tensor, ctx, fail);

@@ -12,6 +12,7 @@ import {
   TRAINING_KEYS,
   configHash,
   makeRunConfig,
+  tallyToMetrics,
   trainingPart,
   type AveragerState,
   type RunConfig,
@@ -20,7 +21,7 @@ import {
 } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
 import { coordinatorCurve, mib, sharedRoom } from '@hwa/protocol';
-import { LocalTrainer, saveLayersModel, trainInProcess } from '@hwa/engine';
+import { LocalTrainer, saveLayersModel, trainInProcess, type Workload } from '@hwa/engine';
 import type { Logger } from 'pino';
 import { launchWorkers, stopWorkers, workerThreads, type LaunchedWorker } from '../launcher.js';
 import { createLogger } from '../logging.js';
@@ -30,6 +31,7 @@ import { makeRunFolder, optionConflicts, readCheckpointState, resumeCommand, wri
 import { launcherSocket, removeSocketFile, removeStaleLeftovers } from '../leftovers.js';
 import { prepare, type Prepared } from '../setup.js';
 import { whileStoppable } from '../signals.js';
+import { pinModules } from '../user-modules.js';
 
 /** Turns SIGINT/SIGTERM (and a parent's exit) into an abort of `controller` for the duration of `body`. */
 function withSignals<T>(controller: AbortController, log: Logger, body: () => Promise<T>): Promise<T> {
@@ -109,12 +111,14 @@ interface StartedRun<C extends RunConfig> {
  * folder, the log and its config line, backend and data, the options with K fixed (hashed once), the
  * checkpoint to resume from and the reporter.
  */
-async function startRun<C extends RunConfig>(config: C, role: 'trainer' | 'coordinator'): Promise<StartedRun<C>> {
+async function startRun<C extends RunConfig>(input: C, role: 'trainer' | 'coordinator', workload?: Workload): Promise<StartedRun<C>> {
+  // User files are pinned to their content first: the options every process hashes cover them.
+  const config = await pinModules(input);
   const dir = makeRunFolder(config);
   const log = createLogger({ level: config.logLevel, bindings: { role }, file: join(dir, 'coordinator.log'), console: 'pretty' });
   log.info({ event: 'run.config', dir, config }, `run folder ${dir}`);
   try {
-    const prepared = await prepare(config, log);
+    const prepared = await prepare(config, log, workload);
     // Fix K in the config every process reads, so that all of them hash the same options.
     const fixed: C = { ...config, workers: prepared.plan.workers };
     writeRunConfig(dir, fixed);
@@ -137,20 +141,37 @@ async function startRun<C extends RunConfig>(config: C, role: 'trainer' | 'coord
  */
 async function coordinateToEnd(run: StartedRun<RunConfig>, bind: string, spawnWorkers: boolean, localRanks?: readonly number[]): Promise<void> {
   const { dir, log, prepared, fixed, reporter, controller, resume } = run;
-  const trainer = new LocalTrainer(trainingPart(fixed), prepared.plan, 0, prepared.data);
+  const trainer = await LocalTrainer.create(trainingPart(fixed), prepared.plan, 0, prepared.workload);
   const result = await runCoordinator({ config: fixed, dir, log, trainer, reporter, controller, bind, spawnWorkers, localRanks, resume });
+  scoreTestSet(trainer, result.online, result.offline, reporter);
   await exportModel(trainer, result.offline, dir, log);
 }
 
-export async function train(input: RunConfig): Promise<void> {
+/**
+ * With a validation set, evaluations during the run never look at the test set: it is scored here, once, for
+ * θ̄ and θ_HWA of the last round.
+ */
+function scoreTestSet(trainer: LocalTrainer, online: Float32Array, offline: Float32Array, reporter: RunReporter): void {
+  if (!trainer.hasValidation) return;
+  const on = tallyToMetrics(trainer.evaluateTest(online.subarray(0, trainer.modelSize)));
+  reporter.testSet({ online: on, offline: tallyToMetrics(trainer.evaluateTest(offline)) });
+}
+
+/**
+ * `hwa train`. Returns the run folder.
+ * @param workload - the programmatic API's in-memory workload, for --in-process runs only (workers build
+ *   theirs from the options).
+ */
+export async function train(input: RunConfig, workload?: Workload): Promise<string> {
   // main.ts has checked these already (so that --dry-run fails alike); checked again for other callers.
   const config = crossCheck('train', input.resume ? resumedConfig(input) : input);
-  const run = await startRun(config, config.inProcess ? 'trainer' : 'coordinator');
+  if (workload && !config.inProcess) throw new ConfigError('an in-memory workload trains in-process only; worker processes build theirs from --model and --dataset');
+  const run = await startRun(config, config.inProcess ? 'trainer' : 'coordinator', workload);
   const { dir, log, prepared, fixed, extra, reporter, controller } = run;
   try {
     if (fixed.inProcess) {
       const result = await withSignals(controller, log, () =>
-        trainInProcess(trainingPart(fixed), prepared.data, {
+        trainInProcess(trainingPart(fixed), prepared.workload, {
           onRound: (r) => reporter.round(r),
           onEval: (e) => reporter.evaluation(e),
           onRefused: (round, rank, reason) =>
@@ -171,6 +192,7 @@ export async function train(input: RunConfig): Promise<void> {
         throw controller.signal.reason;
       }
       writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: extra.configHash });
+      scoreTestSet(result.trainer, result.online, result.offline, reporter);
       await exportModel(result.trainer, result.offline, dir, log);
     } else {
       await coordinateToEnd(run, localEndpoint(fixed.transport, log), true);
@@ -183,6 +205,7 @@ export async function train(input: RunConfig): Promise<void> {
   }
   reporter.finish(fixed, extra);
   log.info({ event: 'run.exported', dir: join(dir, 'model') }, `offline (HWA) model exported to ${join(dir, 'model')}`);
+  return dir;
 }
 
 /** Where a launcher's coordinator binds: shm (and auto) run their messages over ipc. */
@@ -254,6 +277,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     modelSize: trainer.layout.modelSize,
     syncSize: trainer.syncSize,
     initial: trainer.initialVector(),
+    evalSet: trainer.hasValidation ? 'validation' : 'test',
     bind: o.bind,
     sharedMemory: useSharedMemory(config, o.spawnWorkers && !o.localRanks, trainer, log),
     progressTimeoutMs: config.progressTimeout * 1000,

@@ -9,6 +9,7 @@ import { createLogger } from '../logging.js';
 import { readLocalState, writeLocalStates } from '../run-folder.js';
 import { prepare } from '../setup.js';
 import { whileStoppable } from '../signals.js';
+import { pinModules } from '../user-modules.js';
 import { deviceForLocalRank, localRankEnv, localThreads } from '../torchrun.js';
 
 export async function work(input: RunConfig & { connect: string; rank: number; receiveTimeout: number }): Promise<void> {
@@ -46,12 +47,13 @@ async function runRole(
   );
   // Bad or missing keys fail here, before the data is loaded.
   const curve = config.curveKeys ? workerCurve(config.curveKeys, config.rank) : undefined;
-  const prepared = await prepare(config, log);
+  const pinned = await pinModules(config);
+  const prepared = await prepare(pinned, log);
   if (config.rank >= prepared.plan.workers)
     throw new ConfigError(`--rank ${config.rank} is out of range for ${prepared.plan.workers} workers (ranks 0..${prepared.plan.workers - 1})`);
-  const trainer = new LocalTrainer(trainingPart(config), prepared.plan, config.rank, prepared.data);
+  const trainer = await LocalTrainer.create(trainingPart(pinned), prepared.plan, config.rank, prepared.workload);
   await runWorker({
-    config: trainingPart(config),
+    config: trainingPart(pinned),
     rank: config.rank,
     connect: config.connect,
     trainer,
