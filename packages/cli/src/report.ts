@@ -205,6 +205,7 @@ export class RunReporter {
       commMs: sum((r) => r.commMs ?? Math.max(0, r.wallMs - r.computeMs)),
       roundMs,
       bytes: sum((r) => r.bytes),
+      crossNodeBytes: this.rounds.some((r) => r.crossNodeBytes !== undefined) ? sum((r) => r.crossNodeBytes ?? 0) : null,
       final: last ? { online: last.online, offline: last.offline } : null,
       resumedFrom: this.options.resumedRound > 0 ? this.options.resumedRound : null,
     };
@@ -226,6 +227,8 @@ export class RunReporter {
       ['  transfer, rest', `${(t.sendMs / 1000).toFixed(2)} s (${share(t.sendMs)})`],
       ['bytes moved', `${(t.bytes / 1e6).toFixed(1)} MB`],
     ];
+    if (t.crossNodeBytes !== null)
+      rows.push(['cross-node bytes', `${(t.crossNodeBytes / 1e6).toFixed(1)} MB (${(t.crossNodeBytes / Math.max(1, t.rounds) / 1e6).toFixed(2)} MB per round)`]);
     if (t.final) {
       rows.push(['online accuracy', `${(t.final.online.accuracy * 100).toFixed(2)}% (loss ${t.final.online.loss.toFixed(4)})`]);
       rows.push(['offline accuracy', `${(t.final.offline.accuracy * 100).toFixed(2)}% (loss ${t.final.offline.loss.toFixed(4)})`]);
@@ -254,6 +257,8 @@ export interface RunTotals {
   commMs: number;
   roundMs: number;
   bytes: number;
+  /** Of `bytes`: those exchanged with other machines (null where all workers run beside the coordinator). */
+  crossNodeBytes: number | null;
   final: { online: { loss: number; accuracy: number }; offline: { loss: number; accuracy: number } } | null;
   /** The checkpoint round a resumed run went on from (its totals include the earlier part); null if none. */
   resumedFrom: number | null;

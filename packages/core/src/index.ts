@@ -9,3 +9,4 @@ export * from './hwa.js';
 export * from './data-order.js';
 export * from './metrics.js';
 export * from './staged-mean.js';
+export * from './node-average.js';

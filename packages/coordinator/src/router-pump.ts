@@ -1,0 +1,47 @@
+/**
+ * The receive loop of a ROUTER that workers talk to (the coordinator's, a node averager's): every message is
+ * decoded and validated, then handled; a malformed one is logged and dropped, never fatal
+ * (docs/protocol.md#validation), since one bad peer must not stop a run.
+ */
+import { ProtocolError } from '@hwa/core';
+import { decode, type Header } from '@hwa/protocol';
+import type { Logger } from 'pino';
+import type { Router } from 'zeromq';
+import { peerName } from './admission.js';
+
+export interface RouterPump {
+  socket: Router;
+  /** K: every rank field must lie in [0, K). */
+  workers: number;
+  log: Logger;
+  /** The owner's run is over: stop receiving. */
+  finished(): boolean;
+  /** A failure that ends the run (the socket failed, or handling threw something other than a ProtocolError). */
+  fail(error: unknown): void;
+  handle(identity: Buffer, header: Header, payload: Buffer | undefined): void;
+}
+
+/** Receives until the owner's run is over. */
+export async function pumpRouter(p: RouterPump): Promise<void> {
+  while (!p.finished()) {
+    let frames: Buffer[];
+    try {
+      frames = await p.socket.receive();
+    } catch (e) {
+      if (!p.finished()) p.fail(e);
+      return;
+    }
+    const [identity, ...rest] = frames;
+    try {
+      const { header, payload } = decode(rest, { workers: p.workers });
+      p.handle(identity, header, payload);
+    } catch (e) {
+      if (e instanceof ProtocolError) {
+        p.log.warn({ event: 'message.rejected', peer: peerName(identity), reason: e.message }, `rejected a message: ${e.message}`);
+        continue;
+      }
+      p.fail(e);
+      return;
+    }
+  }
+}
