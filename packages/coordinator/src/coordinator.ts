@@ -75,7 +75,7 @@ import type { Logger } from 'pino';
 import { Context, Router } from 'zeromq';
 import { Admission, contributorName, peerName } from './admission.js';
 import { Watchdog } from './watchdog.js';
-import { pumpRouter } from './router-pump.js';
+import { outcome, pumpRouter } from './router-pump.js';
 
 export interface CoordinatorOptions {
   /** The training options every worker must match. */
@@ -290,13 +290,10 @@ export class Coordinator {
 
   /** Binds, waits for K workers, runs every round; resolves with the final vectors. */
   async run(): Promise<CoordinatorResult> {
-    const done = new Promise<CoordinatorResult>((resolve, reject) => {
-      this.resolveRun = resolve;
-      this.rejectRun = reject;
-    });
-    const abort = () => this.fail(this.o.signal?.reason ?? new Error('aborted'));
-    if (this.o.signal?.aborted) abort();
-    this.o.signal?.addEventListener('abort', abort, { once: true });
+    const run = outcome<CoordinatorResult>(this.o.signal, (reason) => this.fail(reason));
+    this.resolveRun = run.resolve;
+    this.rejectRun = run.reject;
+    const done = run.done;
     try {
       if (this.o.sharedMemory) {
         const { workers } = this.o.plan;
@@ -339,7 +336,7 @@ export class Coordinator {
       }
     } finally {
       this.watchdog.stop();
-      this.o.signal?.removeEventListener('abort', abort);
+      run.release();
       this.finished = true;
       this.socket.close();
       this.shared?.close();

@@ -53,7 +53,7 @@ import {
 import type { Logger } from 'pino';
 import { Dealer, Router } from 'zeromq';
 import { Admission, rangeText } from './admission.js';
-import { pumpRouter } from './router-pump.js';
+import { outcome, pumpRouter } from './router-pump.js';
 import { endpointError } from './coordinator.js';
 
 export interface NodeAveragerOptions {
@@ -139,13 +139,10 @@ export class NodeAverager {
 
   /** Binds, waits for the node's workers, joins the coordinator and relays until `done` or a failure. */
   async run(): Promise<void> {
-    const done = new Promise<void>((resolve, reject) => {
-      this.resolveRun = resolve;
-      this.rejectRun = reject;
-    });
-    const abort = () => this.fail(this.o.signal?.reason ?? new Error('aborted'));
-    if (this.o.signal?.aborted) abort();
-    this.o.signal?.addEventListener('abort', abort, { once: true });
+    const run = outcome<void>(this.o.signal, (reason) => this.fail(reason));
+    this.resolveRun = run.resolve;
+    this.rejectRun = run.reject;
+    const done = run.done;
     try {
       try {
         await this.local.bind(this.o.bind);
@@ -171,7 +168,7 @@ export class NodeAverager {
       }
     } finally {
       this.finished = true;
-      this.o.signal?.removeEventListener('abort', abort);
+      run.release();
       this.local.close();
       this.upstream?.close();
       this.shared?.close();

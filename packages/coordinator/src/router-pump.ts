@@ -45,3 +45,29 @@ export async function pumpRouter(p: RouterPump): Promise<void> {
     }
   }
 }
+
+/** How a role's run() ends: settled once, by the run itself or by an abort of `signal`. */
+export interface Outcome<T> {
+  done: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+  /** Stops listening to the signal (call when the run is over). */
+  release(): void;
+}
+
+/**
+ * An {@link Outcome} whose abort calls `onAbort` with the signal's reason (in a microtask if already aborted,
+ * so the caller has taken resolve and reject first).
+ */
+export function outcome<T>(signal: AbortSignal | undefined, onAbort: (reason: unknown) => void): Outcome<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const done = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  const abort = () => onAbort(signal?.reason ?? new Error('aborted'));
+  if (signal?.aborted) queueMicrotask(abort);
+  signal?.addEventListener('abort', abort, { once: true });
+  return { done, resolve, reject, release: () => signal?.removeEventListener('abort', abort) };
+}
