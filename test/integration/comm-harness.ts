@@ -145,7 +145,19 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
       nodeAddresses.push(bind);
       for (const rank of ranks) connectTo[rank] = bind;
       nodes.push(
-        new NodeAverager({ config, configHash: configHash(config), workers: r.workers, ranks, upstream: at, bind, sharedRoot: r.sharedRoot, log: silent, signal: controller.signal }).run(),
+        new NodeAverager({
+          config,
+          configHash: configHash(config),
+          workers: r.workers,
+          ranks,
+          upstream: at,
+          bind,
+          sharedRoot: r.sharedRoot,
+          log: silent,
+          signal: controller.signal,
+          // Toward the coordinator a node presents its first rank's keys; its workers talk to it without CURVE.
+          curve: r.curve?.workers[first],
+        }).run(),
       );
       first += size;
     }
@@ -159,7 +171,7 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
         log: silent,
         signal: controller.signal,
         receiveTimeoutMs: r.receiveTimeoutMs ?? 20_000,
-        curve: r.curve?.workers[rank],
+        curve: r.nodes ? undefined : r.curve?.workers[rank],
       }),
     );
     // The first failure anywhere stops the others, so a test fails fast instead of timing out.

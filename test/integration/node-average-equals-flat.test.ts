@@ -3,13 +3,21 @@
  * the coordinator's θ̄ and θ_HWA equal those of the flat run of the same workers to 1e-6 — with even and
  * uneven nodes (then the coordinator's weighted kernel runs every round), over tcp frames and with the
  * coordinator's own shared memory upstream, and when a node leaves out a worker whose weights are not finite
- * (that node's mean then stands for one worker fewer, as the flat run's mean leaves that worker out).
+ * (that node's mean then stands for one worker fewer, as the flat run's mean leaves that worker out); with
+ * CURVE, each node averager presenting its first rank's keys, the result is the plain run's bit for bit.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { coordinatorCurve, generateCurveKeys, workerCurve } from '@hwa/protocol';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { maxAbsDiff } from '../helpers/launch.js';
 import { fakeStep, runDistributed, type CommRun } from './comm-harness.js';
+
+const root = mkdtempSync(join(tmpdir(), 'hwa-node-curve-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const base: CommRun = { transport: 'tcp', syncSize: 5001, modelSize: 5000, workers: 4, dtype: 'float32', chunkFloats: 2000, restart: 'online', rounds: 6, roundsPerEpoch: 3, window: 3 };
 
@@ -60,4 +68,13 @@ it("a node leaves out its worker whose weights are not finite; the coordinator's
   expect(twoLevel.online.every(Number.isFinite)).toBe(true);
   expect(maxAbsDiff(twoLevel.online, flat.online)).toBeLessThanOrEqual(1e-6);
   expect(maxAbsDiff(twoLevel.offline, flat.offline)).toBeLessThanOrEqual(1e-6);
+});
+
+it("with CURVE each node averager joins with its first rank's keys, and the run is the plain one bit for bit", async () => {
+  generateCurveKeys(root, 4);
+  const curve = { coordinator: coordinatorCurve(root), workers: [0, 1, 2, 3].map((rank) => workerCurve(root, rank)) };
+  const plain = await runDistributed({ ...base, nodes: [2, 2] });
+  const secured = await runDistributed({ ...base, nodes: [2, 2], curve });
+  expect(secured.online).toEqual(plain.online);
+  expect(secured.offline).toEqual(plain.offline);
 });
