@@ -413,9 +413,9 @@ export class NodeAverager {
       if (a.stats.loss === null) this.refuse(round, j, 'its loss is not finite');
     });
     const t0 = performance.now();
-    while (counted.some(Boolean) && !this.meanOfNode(counted, round)) {
-      // meanOfNode refused a worker whose weights are not finite: average again without it.
-    }
+    // meanOfNode returns false when it refused a worker whose weights are not finite: average again without it.
+    let done = false;
+    while (!done && counted.some(Boolean)) done = this.meanOfNode(counted, round);
     const meanMs = performance.now() - t0;
     const weight = counted.filter(Boolean).length;
     const stats = combineStats(arrivals.map((a) => a.stats), counted);
