@@ -4,7 +4,8 @@
  * uneven nodes (then the coordinator's weighted kernel runs every round), over tcp frames and with the
  * coordinator's own shared memory upstream, and when a node leaves out a worker whose weights are not finite
  * (that node's mean then stands for one worker fewer, as the flat run's mean leaves that worker out); with
- * CURVE, each node averager presenting its first rank's keys, the result is the plain run's bit for bit.
+ * CURVE, each node averager presenting its first rank's keys, the result is the plain run's bit for bit; a node
+ * that cannot make its shared-memory folder stops the run with one line.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -77,4 +78,10 @@ it("with CURVE each node averager joins with its first rank's keys, and the run 
   const secured = await runDistributed({ ...base, nodes: [2, 2], curve });
   expect(secured.online).toEqual(plain.online);
   expect(secured.offline).toEqual(plain.offline);
+});
+
+it('a node averager that cannot make its shared-memory folder stops the run, naming the node and the way out', async () => {
+  await expect(runDistributed({ ...base, nodes: [2, 2], sharedRoot: join(root, 'missing', 'shm') })).rejects.toThrow(
+    /^node averager of ranks (0–1|2–3): cannot create a shared-memory folder in .*missing\/shm: .* \(hwa launch --no-node-average runs without it\)$/,
+  );
 });

@@ -21,6 +21,7 @@
 import { hostname } from 'node:os';
 import {
   ProtocolError,
+  ResourceError,
   StagedMean,
   WorkerFailure,
   addTally,
@@ -264,7 +265,20 @@ export class NodeAverager {
     } else if (h.modelSize !== this.modelSize) {
       throw new ProtocolError(`worker ${h.rank} has a model of ${h.modelSize} floats, the node's others ${this.modelSize}`);
     }
-    if (this.admission.complete) this.join(h);
+    if (this.admission.complete) this.failing(() => this.join(h));
+  }
+
+  /**
+   * Runs what a message set off beyond checking it (making the node's files, averaging): its failure ends the
+   * run, where a ProtocolError from the message itself would only drop that message.
+   */
+  private failing(work: () => void): void {
+    try {
+      work();
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      this.fail(new ResourceError(`node averager of ranks ${rangeText(this.o.ranks)}: ${message} (hwa launch --no-node-average runs without it)`));
+    }
   }
 
   /** All G workers are in: make the node's files and check in with the coordinator for their ranks. */
@@ -401,7 +415,7 @@ export class NodeAverager {
       throw new ProtocolError(`weights from rank ${h.rank} must be one ${this.o.config.wireDtype} vector of ${this.syncSize} floats in the node's shared memory`);
     if (this.arrivals[j]) throw new ProtocolError(`duplicate weights of round ${h.round} from rank ${h.rank}`);
     this.arrivals[j] = { stats: h.stats, step: h.step };
-    if (this.arrivals.every((a) => a !== null)) this.forward(h.round);
+    if (this.arrivals.every((a) => a !== null)) this.failing(() => this.forward(h.round));
   }
 
   /** All G vectors of `round` are in: their mean goes to the coordinator, worth the workers that counted. */
