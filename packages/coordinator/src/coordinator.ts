@@ -20,6 +20,10 @@
  * headers: the tensor bytes of chunk c sit in per-rank files in /dev/shm (@hwa/protocol shared-memory.ts),
  * read straight into the kernel's staging slots, and the average is written once for all K workers to read.
  *
+ * A connection may be a node averager (two-level averaging, node-averager.ts) that checked in for several
+ * ranks: it sends one vector per round, the mean of its node's workers, and the round averages the
+ * connections' vectors weighted by how many workers each stands for (docs/algorithm.md#two-level-averaging).
+ *
  * Evaluation runs on the workers, each scoring 1/K of the test set, so no process scores the whole set
  * while the others wait (the coordinator only adds the K tallies).
  *
@@ -145,7 +149,6 @@ interface Contributor {
   /** The rank it checked in as (a node averager's first rank). */
   rank: number;
   members: number;
-  identity: Buffer;
   /** Whether its bytes cross to another machine (only known with `localRanks`). */
   remote: boolean;
 }
@@ -268,10 +271,10 @@ export class Coordinator {
   /** All K ranks are in: one staging slot per connection (a worker or a node averager). */
   private seatContributors(): void {
     const local = this.o.localRanks ? new Set(this.o.localRanks) : null;
-    this.contributors = [...this.peers].sort(([a], [b]) => a - b).map(([rank, identity]) => {
+    this.contributors = [...this.peers.keys()].sort((a, b) => a - b).map((rank) => {
       const members = this.admission.members.get(rank) ?? 1;
       const remote = local !== null && this.admission.ranksOf(rank).some((r) => !local.has(r));
-      return { rank, members, identity, remote };
+      return { rank, members, remote };
     });
     this.contributors.forEach((c, j) => this.slotOf.set(c.rank, j));
     this.stager = new StagedMean(this.contributors.length);
