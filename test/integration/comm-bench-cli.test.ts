@@ -16,35 +16,44 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 interface Result {
   floats: number;
   workers: number;
+  perNode: number;
   transport: string;
   dtype: string;
   bytesPerRound: number;
   round: { min: number; median: number; max: number };
-  echo: { median: number };
+  echo: { median: number | null };
   memcpyGBps: number;
   averageGBps: number;
   averageStagedGBps: number;
 }
 
-it('runs every case and writes the table, JSON and SVG', async () => {
+it('runs every case, flat and node-averaged, and writes the table, the per-K summary, JSON and SVG', async () => {
   const out = join(dir, 'comm.json');
   const run = runHwa([
-    'bench', 'comm', '--sizes', '1000,3k', '--workers', '1,2', '--transports', 'ipc,tcp,shm', '--dtypes', 'bfloat16',
-    '--chunk-floats', '700,1000', '--rounds', '5', '--warmup', '1', '--out', out,
+    'bench', 'comm', '--sizes', '3k', '--workers', '1,2', '--transports', 'tcp,shm', '--dtypes', 'bfloat16',
+    '--chunk-floats', '700,1000', '--node-sizes', '2', '--rounds', '5', '--warmup', '1', '--out', out,
   ]);
   const { code, output } = await run.done;
   expect(code, output).toBe(0);
   expect(output).toMatch(/round min\/med\/max ms/);
+  // The per-K summary names the best flat and node-averaged rounds of every N and K.
+  expect(output).toMatch(/flat best ms \(option\) +node-averaged best ms \(G, option\) +gloo ms/);
+  expect(output).toMatch(/^ *3k +2 +[\d.]+ \(\w+ bfloat16[^)]*\) +[\d.]+ \(G=2, \w+ bfloat16[^)]*\) +- +-$/m);
   const json = JSON.parse(readFileSync(out, 'utf8')) as { results: Result[] };
-  // sizes × K × (ipc and tcp for both chunk sizes + shm once: its rounds send whole vectors)
-  expect(json.results).toHaveLength(2 * 2 * (2 * 2 + 1));
-  expect(json.results.filter((r) => r.transport === 'shm').map((r) => r.chunkFloats)).toEqual([0, 0, 0, 0]);
+  // (K=1 flat, K=2 flat, K=2 through one node of 2) × (tcp for both chunk sizes + shm once: its rounds send
+  // whole vectors)
+  expect(json.results).toHaveLength(3 * (2 + 1));
+  expect(json.results.filter((r) => r.transport === 'shm').map((r) => r.chunkFloats)).toEqual([0, 0, 0]);
+  expect(json.results.filter((r) => r.perNode === 2).map((r) => r.workers)).toEqual(Array(3).fill(2));
   for (const r of json.results) {
-    expect(r.bytesPerRound).toBe(2 * r.workers * r.floats * (r.dtype === 'float32' ? 4 : 2));
+    // Through the coordinator: one vector each way per worker (flat) or per node averager.
+    expect(r.bytesPerRound).toBe(2 * (r.workers / r.perNode) * r.floats * (r.dtype === 'float32' ? 4 : 2));
     expect(r.round.min).toBeGreaterThan(0);
     expect(r.round.min).toBeLessThanOrEqual(r.round.median);
     expect(r.round.median).toBeLessThanOrEqual(r.round.max);
-    expect(r.echo.median).toBeGreaterThan(0);
+    // Node-averaged cases have no echo of their own (the flat case of the same K has it).
+    if (r.perNode === 1) expect(r.echo.median).toBeGreaterThan(0);
+    else expect(r.echo.median).toBeNull();
     expect(r.memcpyGBps).toBeGreaterThan(0);
     expect(r.averageGBps).toBeGreaterThan(0);
     expect(r.averageStagedGBps).toBeGreaterThan(0);
@@ -53,6 +62,7 @@ it('runs every case and writes the table, JSON and SVG', async () => {
   expect(svg).toMatch(/^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   expect(svg).toContain('tcp bfloat16 K2 c700');
   expect(svg).toContain('shm bfloat16 K2 c-');
+  expect(svg).toContain('tcp bfloat16 K2 G2 c700');
   expect(svg).toContain('</svg>');
 });
 

@@ -4,7 +4,7 @@
  * vector, so runs can be compared bit for bit.
  */
 import { configHash, makeRunConfig, trainingPart, type RoundRecord, type RunPlan, type TrainingConfig, type WireDtype } from '@hwa/core';
-import { Coordinator } from '@hwa/coordinator';
+import { Coordinator, NodeAverager } from '@hwa/coordinator';
 import { VectorTrainer, runWorker } from '@hwa/worker';
 import pino, { type Logger } from 'pino';
 import type { CoordinatorCurve, WorkerCurve } from '@hwa/protocol';
@@ -29,6 +29,11 @@ export interface CommRun {
   receiveTimeoutMs?: number;
   /** The coordinator's logger (default silent). */
   coordinatorLog?: Logger;
+  /**
+   * Two-level averaging: the sizes of consecutive groups of ranks, each group's workers behind a NodeAverager of
+   * its own (over ipc, tensors in its shared memory), which joins the coordinator for them. Absent: flat.
+   */
+  nodes?: number[];
   /** Floats of the synced vector. */
   syncSize: number;
   /** Floats of its model prefix (the rest stands for extra synced buffers such as momentum). */
@@ -102,6 +107,7 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
   const initial = initialVector(r.syncSize);
   const records: RoundRecord[] = [];
   const controller = new AbortController();
+  const nodeAddresses: string[] = [];
   const trainers = Array.from(
     { length: r.workers },
     (_, rank) => new VectorTrainer({ plan, syncSize: r.syncSize, modelSize: r.modelSize, step: (r.step ?? fakeStep)(rank), loss: r.loss?.(rank) }),
@@ -129,27 +135,54 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
     const coordinated = coordinator.run();
     const at = await Promise.race([endpoint, coordinated.then(() => address)]);
     await r.onBound?.(at);
+    // Each rank's endpoint: the coordinator's, or its node averager's.
+    const connectTo = trainers.map(() => at);
+    const nodes: Promise<void>[] = [];
+    let first = 0;
+    for (const size of r.nodes ?? []) {
+      const ranks = Array.from({ length: size }, (_, i) => first + i);
+      const bind = await uniqueAddress('ipc');
+      nodeAddresses.push(bind);
+      for (const rank of ranks) connectTo[rank] = bind;
+      nodes.push(
+        new NodeAverager({
+          config,
+          configHash: configHash(config),
+          workers: r.workers,
+          ranks,
+          upstream: at,
+          bind,
+          sharedRoot: r.sharedRoot,
+          log: silent,
+          signal: controller.signal,
+          // Toward the coordinator a node presents its first rank's keys; its workers talk to it without CURVE.
+          curve: r.curve?.workers[first],
+        }).run(),
+      );
+      first += size;
+    }
     const workers = trainers.map((trainer, rank) =>
       runWorker({
         config: { ...config, ...r.workerConfig?.(rank) },
         rank,
-        connect: at,
+        connect: connectTo[rank],
         trainer,
         backend: 'none',
         log: silent,
         signal: controller.signal,
         receiveTimeoutMs: r.receiveTimeoutMs ?? 20_000,
-        curve: r.curve?.workers[rank],
+        curve: r.nodes ? undefined : r.curve?.workers[rank],
       }),
     );
     // The first failure anywhere stops the others, so a test fails fast instead of timing out.
-    const all = [coordinated, ...workers];
+    const all = [coordinated, ...nodes, ...workers];
     for (const p of all) p.catch((e: unknown) => controller.abort(e));
-    const [result] = await Promise.all([coordinated, ...workers]);
+    const [result] = await Promise.all([coordinated, ...nodes, ...workers]);
     return { online: result.online, offline: result.offline, workers: trainers.map((t) => t.vector), records, config, plan, initial };
   } finally {
     controller.abort(new Error('test over'));
     releaseAddress(address);
+    nodeAddresses.forEach(releaseAddress);
   }
 }
 

@@ -8,6 +8,10 @@
  * ns coord: 10.77.1.1 ── veth ── 10.77.1.2 :ns w0
  *           10.77.2.1 ── veth ── 10.77.2.2 :ns w1
  * ```
+ *
+ * Two `hwa launch` nodes × 2 workers, node 0 in ns coord and node 1 in ns w0, run with node averaging (each
+ * node's launcher averages its two workers, one vector per node crosses the link) and flat; both must end with
+ * the same θ̄ and θ_HWA as each other and as the in-process reference, to 1e-6.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -15,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { killAll, readCheckpoint, runHwa } from '../helpers/cli.js';
+import { launchTwoNodes, maxAbsDiff, runTotals } from '../helpers/launch.js';
 
 const job = ['--dataset', 'synthetic', '--train-limit', '128', '--test-limit', '32', '--batch-size', '16', '--epochs', '1', '--sync-period', '2', '--progress', 'off'];
 const tag = `${process.pid % 100000}`;
@@ -97,4 +102,40 @@ describe.skipIf(skip !== null)(`coordinator and workers in separate network name
     expect(readCheckpoint(out).round).toBe(4);
     expect(existsSync(join(out, 'model', 'model.json'))).toBe(true);
   });
+
+  it('2 nodes × 2 workers: node averaging over the link equals the flat run and the in-process reference', async () => {
+    const launch = ['--window', '3', '--seed', '7', '--backend', 'wasm', ...job];
+    const reference = runHwa(['train', '--in-process', '--workers', '4', '--out-dir', join(root, 'reference'), ...launch]).done;
+    const runNodes = async (name: string, extra: string[]) => {
+      const out = join(root, name);
+      const { node0, node1 } = launchTwoNodes({
+        port: 5556,
+        masterAddr: net(1, 1),
+        out,
+        // Node 1 is another machine: its own folder.
+        node1Out: join(root, `${name}-node1`),
+        perNode: 2,
+        args: [...launch, ...extra],
+        prefixes: [['ip', 'netns', 'exec', ns.coord], ['ip', 'netns', 'exec', ns.w0]],
+      });
+      const results = await Promise.all([node0.done, node1.done]);
+      for (const r of results) expect(r.code, r.output).toBe(0);
+      return { checkpoint: readCheckpoint(out), totals: runTotals(out), output: results[0].output };
+    };
+    const averaged = await runNodes('averaged', []);
+    const flat = await runNodes('flat', ['--no-node-average']);
+    const ref = await reference;
+    expect(ref.code, ref.output).toBe(0);
+    const expected = readCheckpoint(join(root, 'reference'));
+    expect(averaged.output).toMatch(/worker 3 joined through the node averager of ranks 2–3/);
+    for (const run of [averaged, flat]) {
+      expect(run.checkpoint.round).toBe(expected.round);
+      expect(maxAbsDiff(run.checkpoint.online, expected.online)).toBeLessThanOrEqual(1e-6);
+      expect(maxAbsDiff(run.checkpoint.offline, expected.offline)).toBeLessThanOrEqual(1e-6);
+    }
+    expect(maxAbsDiff(averaged.checkpoint.online, flat.checkpoint.online)).toBeLessThanOrEqual(1e-6);
+    expect(maxAbsDiff(averaged.checkpoint.offline, flat.checkpoint.offline)).toBeLessThanOrEqual(1e-6);
+    // One vector per node crossed the link each way instead of one per worker.
+    expect(flat.totals.crossNodeBytes).toBe(2 * (averaged.totals.crossNodeBytes ?? 0));
+  }, 240_000);
 });

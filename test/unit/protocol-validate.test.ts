@@ -66,7 +66,7 @@ describe('version', () => {
 
   it('is checked before anything else, and a missing version says so', () => {
     expect(rejectionOf(raw({ type: 'hello', rank: 3 }), { role: 'coordinator' })).toBe(
-      "message from rank 3 has no valid protocol version (field 'v' is undefined), this coordinator speaks 3",
+      `message from rank 3 has no valid protocol version (field 'v' is undefined), this coordinator speaks ${v}`,
     );
     expect(rejectionOf(raw({ v: '1', type: 'nonsense' }))).toMatch(/field 'v' is "1"/);
   });
@@ -226,5 +226,20 @@ describe('validateHeader', () => {
   it('returns a clean copy typed as Header', () => {
     const header: Header = validateHeader({ ...hello });
     expect(header).toEqual(hello);
+  });
+});
+
+describe('node averagers (hello.members, weights.weight)', () => {
+  it('accepts a hello speaking for consecutive ranks that all lie in [0, K)', () => {
+    expect(decode(raw({ ...hello, rank: 2, members: 2 }), { workers: 4 }).header).toEqual({ ...hello, rank: 2, members: 2 });
+    expect(rejectionOf(raw({ ...hello, rank: 2, members: 3 }), { workers: 4 })).toMatch(/field 'members' is 3: ranks 2–4 do not all lie in \[0, 4\)/);
+    expect(rejectionOf(raw({ ...hello, members: 0 }))).toMatch(/field 'members' is 0/);
+    expect(rejectionOf(raw({ ...hello, members: 1.5 }))).toMatch(/field 'members' is 1\.5/);
+  });
+
+  it('accepts weights worth a positive whole number of workers', () => {
+    expect(decode(raw({ ...weights, weight: 3 }, four)).header).toEqual({ ...weights, weight: 3 });
+    expect(rejectionOf(raw({ ...weights, weight: 0 }, four))).toMatch(/field 'weight' is 0/);
+    expect(rejectionOf(raw({ ...weights, weight: -2 }, four))).toMatch(/field 'weight' is -2/);
   });
 });

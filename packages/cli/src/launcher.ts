@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { WorkerFailure, runConfigSchema } from '@hwa/core';
+import type { Logger } from 'pino';
 import { upperSnakeCase } from './config-file.js';
 
 export interface LaunchedWorker {
@@ -120,6 +121,20 @@ export function launchWorkers(o: LaunchOptions): LaunchedWorker[] {
     });
     return worker;
   });
+}
+
+/**
+ * Logs each started worker: rank, pid, and its CUDA_VISIBLE_DEVICES when --gpus pinned it (`gpus[i]` for the
+ * i-th worker started here). `prefix` and `suffix` frame the line (`node 1: `, how it connects).
+ */
+export function logWorkersStarted(log: Logger, workers: readonly LaunchedWorker[], gpus: readonly number[], prefix = '', suffix = ''): void {
+  for (const [i, w] of workers.entries()) {
+    const gpu = gpus[i];
+    log.info(
+      { event: 'worker.started', rank: w.rank, pid: w.pid, cudaVisibleDevices: gpu ?? process.env.CUDA_VISIBLE_DEVICES ?? null },
+      `${prefix}worker ${w.rank} started, pid ${w.pid}${gpu !== undefined ? `, CUDA_VISIBLE_DEVICES=${gpu}` : ''}${suffix}`,
+    );
+  }
 }
 
 /** Calls `onLine` for every non-empty line of a stream, lines split across chunks joined first. */

@@ -193,6 +193,7 @@ export class RunReporter {
       commMs: sum(commMsOf),
       roundMs,
       bytes: sum((r) => r.bytes),
+      crossNodeBytes: this.rounds.some((r) => r.crossNodeBytes !== undefined) ? sum((r) => r.crossNodeBytes ?? 0) : null,
       final: last ? { online: last.online, offline: last.offline } : null,
       test: this.testResult,
       resumedFrom: this.options.resumedRound > 0 ? this.options.resumedRound : null,
@@ -223,6 +224,8 @@ export class RunReporter {
       ['  transfer, rest', `${(t.sendMs / 1000).toFixed(2)} s (${share(t.sendMs)})`],
       ['bytes moved', `${(t.bytes / 1e6).toFixed(1)} MB`],
     ];
+    if (t.crossNodeBytes !== null)
+      rows.push(['cross-node bytes', `${(t.crossNodeBytes / 1e6).toFixed(1)} MB (${(t.crossNodeBytes / Math.max(1, t.rounds) / 1e6).toFixed(2)} MB per round)`]);
     const set = this.evals.at(-1)?.set === 'validation' ? ' (validation)' : '';
     for (const [which, result] of [[set, t.final], [' (test)', t.test]] as const) {
       if (!result) continue;
@@ -286,6 +289,8 @@ export interface RunTotals {
   commMs: number;
   roundMs: number;
   bytes: number;
+  /** Of `bytes`: those exchanged with other machines (null where all workers run beside the coordinator). */
+  crossNodeBytes: number | null;
   final: { online: EvalMetrics; offline: EvalMetrics } | null;
   /** With a validation set: θ̄ and θ_HWA of the last round scored once on the test set; null otherwise. */
   test: { online: EvalMetrics; offline: EvalMetrics } | null;

@@ -17,10 +17,15 @@ import type { Context } from 'zeromq';
 export interface AdmissionOptions {
   config: TrainingConfig;
   configHash: string;
-  /** Floats of the synced vector every worker must exchange. */
-  syncSize: number;
+  /**
+   * Floats of the synced vector every worker must exchange. Absent: the first welcomed hello fixes it (a node
+   * averager, which holds no model of its own).
+   */
+  syncSize?: number;
   /** K. */
   workers: number;
+  /** The ranks that may check in here (default all K; a node averager admits its node's). */
+  ranks?: readonly number[];
   curve?: CoordinatorCurve;
   log: Logger;
 }
@@ -29,22 +34,40 @@ export interface AdmissionOptions {
 export type Verdict = { welcomed: true } | { welcomed: false; reason: string; logged: string };
 
 export class Admission {
-  /** The routing id of each welcomed rank. */
+  /**
+   * The routing id of each welcomed connection, by the rank it checked in as (a node averager's first rank;
+   * it speaks for {@link members} ranks from there).
+   */
   readonly peers = new Map<number, Buffer>();
+  /** How many ranks each welcomed connection speaks for, by the rank it checked in as. */
+  readonly members = new Map<number, number>();
   /** The rank each welcomed connection checked in as, by routing id (hex). */
   private readonly rankOfConnection = new Map<string, number>();
+  /** Every rank some welcomed connection speaks for. */
+  private readonly covered = new Set<number>();
+  private readonly expected: readonly number[];
   private zap: ZapHandler | null = null;
+  /** The synced vector's size, from the options or the first welcomed hello. */
+  syncSize: number | undefined;
 
-  constructor(private readonly o: AdmissionOptions) {}
+  constructor(private readonly o: AdmissionOptions) {
+    this.expected = o.ranks ?? Array.from({ length: o.workers }, (_, r) => r);
+    this.syncSize = o.syncSize;
+  }
 
-  /** All K ranks have checked in. */
+  /** All expected ranks have checked in. */
   get complete(): boolean {
-    return this.peers.size === this.o.workers;
+    return this.covered.size === this.expected.length;
   }
 
   /** The ranks not checked in yet. */
   missingRanks(): number[] {
-    return Array.from({ length: this.o.workers }, (_, r) => r).filter((r) => !this.peers.has(r));
+    return this.expected.filter((r) => !this.covered.has(r));
+  }
+
+  /** The ranks connection `rank` speaks for: itself, or a node averager's ranks. */
+  ranksOf(rank: number): number[] {
+    return Array.from({ length: this.members.get(rank) ?? 1 }, (_, i) => rank + i);
   }
 
   /** Decides a hello that came on connection `identity`. */
@@ -62,7 +85,11 @@ export class Admission {
           `its hello is not signed with worker-${h.rank}'s CURVE key (a key admits only its own rank): give rank ${h.rank} the key pair worker-${h.rank}.public/.secret`,
         );
     }
-    if (this.peers.has(h.rank)) return refuse(`rank ${h.rank} has already checked in (from another process); ranks must be unique`);
+    const ranks = Array.from({ length: h.members ?? 1 }, (_, i) => h.rank + i);
+    const taken = ranks.find((r) => this.covered.has(r));
+    if (taken !== undefined) return refuse(`rank ${taken} has already checked in (from another process); ranks must be unique`);
+    const stranger = ranks.find((r) => !this.expected.includes(r));
+    if (stranger !== undefined) return refuse(`rank ${stranger} does not check in here (this one admits ranks ${rangeText(this.expected)})`);
     if (h.configHash !== this.o.configHash) {
       const diff = h.config ? diffTraining(this.o.config, h.config as Partial<TrainingConfig>) : [];
       const named = diff.length ? ` (coordinator ≠ worker: ${diff.join('; ')})` : '';
@@ -71,8 +98,12 @@ export class Admission {
         `training config differs: coordinator hash ${this.o.configHash}, worker ${h.rank} hash ${h.configHash}${named}`,
       );
     }
-    if (h.syncSize !== this.o.syncSize) return refuse(`vector size differs: coordinator ${this.o.syncSize} floats, worker ${h.rank} ${h.syncSize}`);
+    if (this.syncSize !== undefined && h.syncSize !== this.syncSize)
+      return refuse(`vector size differs: coordinator ${this.syncSize} floats, worker ${h.rank} ${h.syncSize}`);
+    this.syncSize = h.syncSize;
     this.peers.set(h.rank, identity);
+    this.members.set(h.rank, ranks.length);
+    for (const r of ranks) this.covered.add(r);
     this.rankOfConnection.set(identity.toString('hex'), h.rank);
     return { welcomed: true };
   }
@@ -125,6 +156,24 @@ export class Admission {
   close(): void {
     this.zap?.close();
   }
+}
+
+/** "2", "2–3" or "0, 2–3, 5": ranks as short ranges. */
+export function rangeText(ranks: readonly number[]): string {
+  const sorted = [...ranks].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(j === i ? String(sorted[i]) : `${sorted[i]}–${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(', ');
+}
+
+/** How a log line names a connection: "rank 2", or "the node averager of ranks 2–3". */
+export function contributorName(rank: number, members: number): string {
+  return members > 1 ? `the node averager of ranks ${rank}–${rank + members - 1}` : `rank ${rank}`;
 }
 
 /** A routing id for the log: its text when printable and short, else its hex. */

@@ -20,6 +20,10 @@
  * headers: the tensor bytes of chunk c sit in per-rank files in /dev/shm (@hwa/protocol shared-memory.ts),
  * read straight into the kernel's staging slots, and the average is written once for all K workers to read.
  *
+ * A connection may be a node averager (two-level averaging, node-averager.ts) that checked in for several
+ * ranks: it sends one vector per round, the mean of its node's workers, and the round averages the
+ * connections' vectors weighted by how many workers each stands for (docs/algorithm.md#two-level-averaging).
+ *
  * Evaluation runs on the workers, each scoring 1/K of the test set, so no process scores the whole set
  * while the others wait (the coordinator only adds the K tallies).
  *
@@ -40,10 +44,12 @@ import {
   divergedMessage,
   epochAfterRound,
   firstNonFinite,
-  meanRangeInto,
   evaluatesAfterRound,
-  meanCodesRangeInto,
   StagedMean,
+  equalWeights,
+  weightedMean,
+  weightedMeanCodesRangeInto,
+  weightedMeanRangeInto,
   tallyToMetrics,
   type EvalRecord,
   type EvalTally,
@@ -57,7 +63,6 @@ import {
   PROTOCOL_VERSION,
   bytesPerElement,
   chunkPlan,
-  decode,
   roundChunkPlan,
   decodeTable,
   encode,
@@ -73,8 +78,9 @@ import {
 } from '@hwa/protocol';
 import type { Logger } from 'pino';
 import { Context, Router } from 'zeromq';
-import { Admission, peerName } from './admission.js';
+import { Admission, contributorName, peerName } from './admission.js';
 import { Watchdog } from './watchdog.js';
+import { outcome, pumpRouter } from './router-pump.js';
 
 export interface CoordinatorOptions {
   /** The training options every worker must match. */
@@ -120,6 +126,11 @@ export interface CoordinatorOptions {
   curve?: CoordinatorCurve;
   /** Continue from a checkpoint (`--resume`): workers are welcomed into round `resume.round + 1`. */
   resume?: AveragerState;
+  /**
+   * The ranks that run on this machine (`hwa launch` node 0: its own; a standalone coordinator: none). Given,
+   * each round's record counts the bytes exchanged with peers elsewhere (`crossNodeBytes`); absent, it does not.
+   */
+  localRanks?: readonly number[];
 }
 
 export interface CoordinatorResult {
@@ -133,12 +144,24 @@ export interface CoordinatorResult {
   state: AveragerState;
 }
 
+/**
+ * One connection whose vectors a round averages: a worker (one rank), or a node averager speaking for its
+ * node's `members` ranks from `rank` on (two-level averaging, docs/algorithm.md#two-level-averaging).
+ */
+interface Contributor {
+  /** The rank it checked in as (a node averager's first rank). */
+  rank: number;
+  members: number;
+  /** Whether its bytes cross to another machine (only known with `localRanks`). */
+  remote: boolean;
+}
+
 interface RoundState {
   round: number;
-  /** Chunks received so far per rank. */
+  /** Chunks received so far per contributor (slot, in rank order). */
   received: number[];
   /**
-   * Per chunk: the K ranks' payloads of it, viewed in place as float32 or as 16-bit codes (null until arrived;
+   * Per chunk: each contributor's payload of it, viewed in place as float32 or as 16-bit codes (null until arrived;
    * {@link IN_SHARED_MEMORY} when the bytes are in the rank's shared file). Dropped as soon as the chunk is
    * averaged, so zeromq's receive buffers can be collected.
    */
@@ -155,14 +178,20 @@ interface RoundState {
   encodeMs: number;
   offlineMs: number;
   computeMs: number;
-  /** Each rank's loss (null: not finite), from its chunk 0. */
+  /** Each contributor's loss (null: not finite), from its chunk 0. */
   losses: (number | null)[];
-  /** Ranks refused for this round (non-finite loss or weights), with the reason; the rest are averaged. */
+  /** How many workers each contributor's vector stands for (its `weight`; 1 for a worker). */
+  weights: number[];
+  /** Contributors refused for this round (non-finite loss or weights), by rank, with the reason; the rest are averaged. */
   refused: Refusal[];
+  /** The slots of the refused contributors. */
+  refusedSlots: Set<number>;
   samples: number;
   step: number;
   lr: number;
   bytes: number;
+  /** Of `bytes`: those exchanged with contributors on other machines. */
+  crossNodeBytes: number;
 }
 
 /** Marks a chunk that arrived in shared memory rather than in a frame. */
@@ -185,10 +214,14 @@ export class Coordinator {
   private state: RoundState | null = null;
   /** float32 value of each 16-bit wire code (16-bit dtypes only): the mean decodes through it in its own loop. */
   private readonly codeTable: Float32Array | null;
-  /** The float32 averaging kernel (WebAssembly SIMD) and its K staging slots. */
-  private readonly stager: StagedMean;
+  /** The float32 averaging kernel (WebAssembly SIMD) and a staging slot per contributor (made when all are in). */
+  private stager!: StagedMean;
   /** The staging slots as 16-bit codes (for shared-memory reads of float16/bfloat16). */
-  private readonly codeSlots: Uint16Array[];
+  private codeSlots: Uint16Array[] = [];
+  /** The connections whose vectors are averaged, in rank order (K workers, or fewer node averagers). */
+  private contributors: Contributor[] = [];
+  /** Slot in {@link contributors} by the rank each checked in as. */
+  private readonly slotOf = new Map<number, number>();
   /** The run's shared-memory files (`sharedMemory` only), made by run(). */
   private shared: SharedTensorFiles | null = null;
   /** CURVE runs: the socket's own ZeroMQ context (its ZAP handler is the admission's). */
@@ -236,22 +269,37 @@ export class Coordinator {
     this.codeTable = dtype === 'float32' ? null : decodeTable(dtype);
     this.encodeScratch = new Uint8Array(halves ? o.syncSize * 2 : 0);
     this.offlineScratch = new Uint8Array(halves ? o.modelSize * 2 : 0);
-    this.stager = new StagedMean(o.plan.workers);
-    this.codeSlots = Array.from({ length: o.plan.workers }, (_, j) => {
+  }
+
+  /** All K ranks are in: one staging slot per connection (a worker or a node averager). */
+  private seatContributors(): void {
+    const local = this.o.localRanks ? new Set(this.o.localRanks) : null;
+    this.contributors = [...this.peers.keys()].sort((a, b) => a - b).map((rank) => {
+      const members = this.admission.members.get(rank) ?? 1;
+      const remote = local !== null && this.admission.ranksOf(rank).some((r) => !local.has(r));
+      return { rank, members, remote };
+    });
+    this.contributors.forEach((c, j) => this.slotOf.set(c.rank, j));
+    this.stager = new StagedMean(this.contributors.length);
+    this.codeSlots = this.contributors.map((_, j) => {
       const bytes = this.stager.slotBytes(j);
       return new Uint16Array(bytes.buffer, bytes.byteOffset, this.stager.blockFloats);
     });
   }
 
+  /** Bytes of one vector of `floats` sent to every contributor, and how many of them cross to other machines. */
+  private broadcastBytes(s: RoundState, floats: number): void {
+    const bytes = floats * bytesPerElement(this.o.config.wireDtype);
+    s.bytes += bytes * this.contributors.length;
+    s.crossNodeBytes += bytes * this.contributors.filter((c) => c.remote).length;
+  }
+
   /** Binds, waits for K workers, runs every round; resolves with the final vectors. */
   async run(): Promise<CoordinatorResult> {
-    const done = new Promise<CoordinatorResult>((resolve, reject) => {
-      this.resolveRun = resolve;
-      this.rejectRun = reject;
-    });
-    const abort = () => this.fail(this.o.signal?.reason ?? new Error('aborted'));
-    if (this.o.signal?.aborted) abort();
-    this.o.signal?.addEventListener('abort', abort, { once: true });
+    const run = outcome<CoordinatorResult>(this.o.signal, (reason) => this.fail(reason));
+    this.resolveRun = run.resolve;
+    this.rejectRun = run.reject;
+    const done = run.done;
     try {
       if (this.o.sharedMemory) {
         const { workers } = this.o.plan;
@@ -273,12 +321,19 @@ export class Coordinator {
         const missing = this.admission.missingRanks();
         this.fail(
           new WorkerFailure(
-            `only ${this.peers.size} of ${this.o.plan.workers} workers checked in within ${joinTimeoutMs / 1000} s (missing ranks: ${missing.join(', ')})`,
+            `only ${this.o.plan.workers - missing.length} of ${this.o.plan.workers} workers checked in within ${joinTimeoutMs / 1000} s (missing ranks: ${missing.join(', ')})`,
             missing[0] ?? -1,
           ),
         );
       });
-      void this.pump();
+      void pumpRouter({
+        socket: this.socket,
+        workers: this.o.plan.workers,
+        log: this.log,
+        finished: () => this.finished,
+        fail: (e) => this.fail(e),
+        handle: (identity, header, payload) => this.handle(identity, header, payload),
+      });
       try {
         return await done;
       } catch (error) {
@@ -287,7 +342,7 @@ export class Coordinator {
       }
     } finally {
       this.watchdog.stop();
-      this.o.signal?.removeEventListener('abort', abort);
+      run.release();
       this.finished = true;
       this.socket.close();
       this.shared?.close();
@@ -310,19 +365,25 @@ export class Coordinator {
 
   /** The progress timeout fired: stop, naming the ranks whose weights or evaluation are missing. */
   private stalled(ms: number): void {
-    const k = this.o.plan.workers;
     const s = this.state;
-    const missingWeights = s ? Array.from({ length: k }, (_, r) => r).filter((r) => s.received[r] < this.chunks.length) : [];
-    const evalWaits = [...this.evalTallies].map(([round, t]) => ({ round, missing: Array.from({ length: k }, (_, r) => r).filter((r) => !t.ranks.has(r)) }));
+    const late = (has: (c: Contributor) => boolean) => this.contributors.filter((c) => !has(c));
+    const names = (cs: Contributor[]) => {
+      const workers = cs.filter((c) => c.members === 1).map((c) => c.rank);
+      const nodes = cs.filter((c) => c.members > 1).map((c) => contributorName(c.rank, c.members));
+      return [...(workers.length ? [`rank${workers.length > 1 ? 's' : ''} ${workers.join(', ')}`] : []), ...nodes].join(' and ');
+    };
+    const missingWeights = s ? late((c) => s.received[this.slotOf.get(c.rank) ?? 0] >= this.chunks.length) : [];
+    const evalWaits = [...this.evalTallies].map(([round, t]) => ({ round, missing: late((c) => t.ranks.has(c.rank)) }));
     const parts = [
-      ...(s && missingWeights.length ? [`the weights of round ${s.round} from rank${missingWeights.length > 1 ? 's' : ''} ${missingWeights.join(', ')}`] : []),
-      ...evalWaits.filter((e) => e.missing.length).map((e) => `the evaluation of round ${e.round} from rank${e.missing.length > 1 ? 's' : ''} ${e.missing.join(', ')}`),
+      ...(s && missingWeights.length ? [`the weights of round ${s.round} from ${names(missingWeights)}`] : []),
+      ...evalWaits.filter((e) => e.missing.length).map((e) => `the evaluation of round ${e.round} from ${names(e.missing)}`),
     ];
-    const first = missingWeights[0] ?? evalWaits.find((e) => e.missing.length)?.missing[0] ?? -1;
+    const culprit = missingWeights[0] ?? evalWaits.find((e) => e.missing.length)?.missing[0];
+    const who = culprit && culprit.members > 1 ? "that node's launcher" : 'that worker';
     this.fail(
       new WorkerFailure(
-        `no progress for ${ms / 1000} s: still waiting for ${parts.join(' and ') || 'the workers'}; that worker may have died or hung (raise --progress-timeout if its rounds are this slow)`,
-        first,
+        `no progress for ${ms / 1000} s: still waiting for ${parts.join(' and ') || 'the workers'}; ${who} may have died or hung (raise --progress-timeout if its rounds are this slow)`,
+        culprit?.rank ?? -1,
       ),
     );
   }
@@ -345,31 +406,6 @@ export class Coordinator {
     this.rejectRun(error);
   }
 
-  /** Receives messages until the run ends; a malformed message is logged and dropped, never fatal. */
-  private async pump(): Promise<void> {
-    while (!this.finished) {
-      let frames: Buffer[];
-      try {
-        frames = await this.socket.receive();
-      } catch (e) {
-        if (!this.finished) this.fail(e);
-        return;
-      }
-      const [identity, ...rest] = frames;
-      try {
-        const { header, payload } = decode(rest, { workers: this.o.plan.workers });
-        this.handle(identity, header, payload);
-      } catch (e) {
-        if (e instanceof ProtocolError) {
-          this.log.warn({ event: 'message.rejected', peer: peerName(identity), reason: e.message }, `rejected a message: ${e.message}`);
-          continue;
-        }
-        this.fail(e);
-        return;
-      }
-    }
-  }
-
   private handle(identity: Buffer, header: Header, payload: Buffer | undefined): void {
     if (header.type === 'hello') return this.hello(identity, header);
     // Everything else only from the connection welcomed for the header's rank (null: ignored).
@@ -382,8 +418,10 @@ export class Coordinator {
         return this.evaluation(header);
       case 'heartbeat':
         return;
-      case 'error':
-        return this.fail(new WorkerFailure(`worker ${rank} reported: ${header.reason}`, rank));
+      case 'error': {
+        const members = this.admission.members.get(rank) ?? 1;
+        return this.fail(new WorkerFailure(`${members > 1 ? contributorName(rank, members) : `worker ${rank}`} reported: ${header.reason}`, rank));
+      }
       default:
         throw new ProtocolError(`unexpected '${header.type}' message at the coordinator`);
     }
@@ -403,13 +441,17 @@ export class Coordinator {
       void this.send(identity, encode({ v: PROTOCOL_VERSION, type: 'error', reason: verdict.reason }));
       return;
     }
-    const info = { rank: h.rank, pid: h.pid, host: h.host, backend: h.backend, cudaVisibleDevices: h.cudaVisibleDevices };
-    this.log.info({ event: 'worker.joined', ...info }, `worker ${h.rank} joined (pid ${h.pid} on ${h.host}, backend ${h.backend})`);
-    this.o.onJoin?.(info);
+    for (const rank of this.admission.ranksOf(h.rank)) {
+      const info = { rank, pid: h.pid, host: h.host, backend: h.backend, cudaVisibleDevices: h.cudaVisibleDevices };
+      const via = h.members ? ` through ${contributorName(h.rank, h.members)}` : '';
+      this.log.info({ event: 'worker.joined', ...info, node: h.members ? h.rank : undefined }, `worker ${rank} joined${via} (pid ${h.pid} on ${h.host}, backend ${h.backend})`);
+      this.o.onJoin?.(info);
+    }
     if (this.admission.complete) this.start();
   }
 
   private start(): void {
+    this.seatContributors();
     this.watchdog.joined();
     this.log.info(
       { event: 'run.started', workers: this.o.plan.workers, rounds: this.o.plan.rounds, coordinatorHost: hostname() },
@@ -429,7 +471,7 @@ export class Coordinator {
   }
 
   private beginRound(round: number): void {
-    const k = this.o.plan.workers;
+    const k = this.contributors.length;
     this.state = {
       round,
       received: new Array<number>(k).fill(0),
@@ -445,11 +487,14 @@ export class Coordinator {
       offlineMs: 0,
       computeMs: 0,
       losses: new Array<number | null>(k).fill(null),
+      weights: new Array<number>(k).fill(1),
       refused: [],
+      refusedSlots: new Set(),
       samples: 0,
       step: 0,
       lr: 0,
       bytes: 0,
+      crossNodeBytes: 0,
     };
   }
 
@@ -464,7 +509,13 @@ export class Coordinator {
       );
     if (h.tensor.dtype !== this.o.config.wireDtype)
       throw new ProtocolError(`weights from rank ${h.rank} in ${h.tensor.dtype}, this run uses ${this.o.config.wireDtype}`);
-    if (s.pending[h.tensor.chunk][h.rank] || s.received[h.rank] > h.tensor.chunk)
+    const slot = this.slotOf.get(h.rank) ?? -1;
+    const contributor = this.contributors[slot];
+    if (!contributor) throw new ProtocolError(`weights from rank ${h.rank}, which does not contribute to rounds`);
+    const weight = h.weight ?? 1;
+    if (weight > contributor.members)
+      throw new ProtocolError(`weights from ${contributorName(h.rank, contributor.members)} claim to be the mean of ${weight} workers, more than its ${contributor.members}`);
+    if (s.pending[h.tensor.chunk][slot] || s.received[slot] > h.tensor.chunk)
       throw new ProtocolError(`duplicate chunk ${h.tensor.chunk} of round ${h.round} from rank ${h.rank}`);
     if (Boolean(h.tensor.shared) !== Boolean(this.shared))
       throw new ProtocolError(
@@ -474,19 +525,22 @@ export class Coordinator {
     this.watchdog.progress();
     const now = performance.now();
     if (s.firstArrival === 0) s.firstArrival = now;
-    s.bytes += h.tensor.count * bytesPerElement(h.tensor.dtype);
+    const bytes = h.tensor.count * bytesPerElement(h.tensor.dtype);
+    s.bytes += bytes;
+    if (contributor.remote) s.crossNodeBytes += bytes;
     if (h.tensor.chunk === 0) {
       s.computeMs = Math.max(s.computeMs, h.stats.computeMs);
-      s.losses[h.rank] = h.stats.loss;
+      s.losses[slot] = h.stats.loss;
+      s.weights[slot] = weight;
       // Known before any of its chunks is averaged: the whole contribution stays out of this round.
-      if (h.stats.loss === null) this.refuseContribution(s, h.rank, 'its loss is not finite');
+      if (h.stats.loss === null) this.refuseContribution(s, slot, 'its loss is not finite');
       s.samples += h.stats.samples;
       s.step = h.step;
       s.lr = h.stats.lr ?? s.lr;
     }
-    s.received[h.rank]++;
-    s.pending[h.tensor.chunk][h.rank] = view;
-    if (++s.arrivals[h.tensor.chunk] === this.o.plan.workers) {
+    s.received[slot]++;
+    s.pending[h.tensor.chunk][slot] = view;
+    if (++s.arrivals[h.tensor.chunk] === this.contributors.length) {
       s.lastArrival = now;
       this.averageChunk(s, h.tensor.chunk);
     }
@@ -552,11 +606,11 @@ export class Coordinator {
     const shared = this.shared as SharedTensorFiles;
     const block = this.stager.blockFloats;
     const dtype = this.o.config.wireDtype;
-    const slots = this.codeTable ? this.codeSlots : Array.from({ length: this.o.plan.workers }, (_, j) => this.stager.slot(j));
+    const slots = this.codeTable ? this.codeSlots : this.contributors.map((_, j) => this.stager.slot(j));
     for (let start = offset; start < offset + count; start += block) {
       const n = Math.min(block, offset + count - start);
-      for (let j = 0; j < this.o.plan.workers; j++) shared.read('weights', j, this.stager.slotBytes(j), start, n);
-      const kernel = s.refused.length === 0 && !this.codeTable;
+      this.contributors.forEach((c, j) => shared.read('weights', c.rank, this.stager.slotBytes(j), start, n));
+      const kernel = s.refused.length === 0 && !this.codeTable && equalWeights(s.weights);
       if (kernel) this.stager.meanOfSlots(online, start, n);
       if (!this.averageFinite(s, online.subarray(start, start + n), slots, n, start, kernel)) return false;
       shared.write('average', 0, tensorFrame(online, start, n, dtype, this.encodeScratch.subarray(start * 2, (start + n) * 2)), start);
@@ -566,7 +620,7 @@ export class Coordinator {
 
   /**
    * out[0, n) = the mean of the contributions not refused this round (`inputs[j]`, float32 or 16-bit codes,
-   * each indexed [0, n)), checked finite: by the SIMD kernel as it stores the mean (float32 with all K), else
+   * each indexed [0, n)), weighted by the workers each stands for, checked finite: by the SIMD kernel as it stores the mean (float32 with all K), else
    * by one pass over the output while it is in cache — never a pass per input. Only when the output is not
    * finite are the inputs looked at, to find and refuse the ranks at fault, and the mean is taken again
    * without them (docs/algorithm.md#numerics). `done`: out already holds the kernel's mean of all K.
@@ -574,29 +628,30 @@ export class Coordinator {
    */
   private averageFinite(s: RoundState, out: Float32Array, inputs: readonly (Float32Array | Uint16Array)[], n: number, at: number, done = false): boolean {
     for (;;) {
-      const kept = inputs.filter((_, j) => !s.refused.some((r) => r.rank === j));
+      const kept = inputs.filter((_, j) => !s.refusedSlots.has(j));
+      const weights = s.weights.filter((_, j) => !s.refusedSlots.has(j));
       if (kept.length === 0) {
         this.fail(new DivergenceError(divergedMessage(s.round, s.refused), s.round));
         return false;
       }
       let nonFinite: boolean;
-      if (done || (!this.codeTable && kept.length === this.o.plan.workers)) {
+      if (done || (!this.codeTable && kept.length === this.contributors.length && equalWeights(weights))) {
         if (!done) this.stager.meanRangeInto(out, kept as Float32Array[], 0, n);
         done = false;
         nonFinite = this.stager.takeNonFinite();
       } else {
-        if (this.codeTable) meanCodesRangeInto(out, kept as Uint16Array[], this.codeTable, 0, n);
-        else meanRangeInto(out, kept as Float32Array[], 0, n);
+        if (this.codeTable) weightedMeanCodesRangeInto(out, kept as Uint16Array[], this.codeTable, weights, 0, n);
+        else weightedMeanRangeInto(out, kept as Float32Array[], weights, 0, n);
         nonFinite = firstNonFinite(out, 0, n) >= 0;
       }
       if (!nonFinite) return true;
-      inputs.forEach((input, rank) => {
-        if (s.refused.some((r) => r.rank === rank)) return;
+      inputs.forEach((input, slot) => {
+        if (s.refusedSlots.has(slot)) return;
         const i =
           input instanceof Float32Array
             ? firstNonFinite(input, 0, n)
             : findNonFinite(new Uint8Array(input.buffer, input.byteOffset, n * 2), this.o.config.wireDtype);
-        if (i >= 0) this.refuseContribution(s, rank, `its weights are not finite at element ${at + i}`);
+        if (i >= 0) this.refuseContribution(s, slot, `its weights are not finite at element ${at + i}`);
       });
     }
   }
@@ -606,13 +661,15 @@ export class Coordinator {
    * a NaN there) it is out of the whole round; a NaN found in a later chunk leaves the chunks already averaged
    * and sent — they were finite — as they are, since the pipeline has already sent them.
    */
-  private refuseContribution(s: RoundState, rank: number, why: string): void {
-    if (s.refused.some((r) => r.rank === rank)) return;
+  private refuseContribution(s: RoundState, slot: number, why: string): void {
+    if (s.refusedSlots.has(slot)) return;
+    const { rank, members } = this.contributors[slot];
+    s.refusedSlots.add(slot);
     s.refused.push({ rank, reason: why });
-    const left = this.o.plan.workers - s.refused.length;
+    const left = s.weights.reduce((a, w, j) => a + (s.refusedSlots.has(j) ? 0 : w), 0);
     this.log.warn(
       { event: 'round.refused', round: s.round, rank, reason: why },
-      `refused rank ${rank}'s contribution to round ${s.round}: ${why}; ${left > 0 ? `the round averages the other ${left} worker${left > 1 ? 's' : ''}` : 'no worker is left'}`,
+      `refused ${contributorName(rank, members)}'s contribution to round ${s.round}: ${why}; ${left > 0 ? `the round averages the other ${left} worker${left > 1 ? 's' : ''}` : 'no worker is left'}`,
     );
   }
 
@@ -646,7 +703,7 @@ export class Coordinator {
       frame,
     );
     for (const identity of this.peers.values()) void this.send(identity, header);
-    s.bytes += count * bytesPerElement(dtype) * this.peers.size;
+    this.broadcastBytes(s, count);
   }
 
   /** Round s has all its averages: the next round's weights are accepted from now on. */
@@ -673,7 +730,7 @@ export class Coordinator {
         tensor,
       }), this.offlineScratch, this.shared);
       s.encodeMs += performance.now() - t0;
-      s.bytes += this.o.modelSize * bytesPerElement(this.o.config.wireDtype) * this.peers.size;
+      this.broadcastBytes(s, this.o.modelSize);
     }
     // A round's wall time ends when its averages are out; its deferred offline update (if any) overlaps the
     // next round's transfers and is counted here all the same, in averageMs.
@@ -697,8 +754,9 @@ export class Coordinator {
       // What is neither compute, straggler wait nor averaging is moving bytes (send, receive, decode).
       sendMs: Math.max(0, wallMs - s.computeMs - waitMs - averageMs),
       bytes: s.bytes,
+      ...(this.o.localRanks ? { crossNodeBytes: s.crossNodeBytes } : {}),
       commMs: Math.max(0, wallMs - s.computeMs),
-      ...(s.refused.length ? { refused: s.refused.map((r) => r.rank).sort((a, b) => a - b) } : {}),
+      ...(s.refused.length ? { refused: s.refused.flatMap((r) => this.admission.ranksOf(r.rank)).sort((a, b) => a - b) } : {}),
     };
     this.o.onRound?.(record);
   }
@@ -728,7 +786,8 @@ export class Coordinator {
     const tally = this.evalTallies.get(h.round);
     if (!tally) throw new ProtocolError(`evaluation of round ${h.round} from rank ${h.rank}, which was not an evaluation round`);
     if (tally.ranks.has(h.rank)) throw new ProtocolError(`duplicate evaluation of round ${h.round} from rank ${h.rank}`);
-    tally.ranks.add(h.rank);
+    // A node averager's evaluation is the sum over its ranks' shards.
+    for (const rank of this.admission.ranksOf(h.rank)) tally.ranks.add(rank);
     this.watchdog.progress();
     tally.online = addTally(tally.online, h.online);
     tally.offline = addTally(tally.offline, h.offline);
@@ -772,8 +831,8 @@ export function endpointError(endpoint: string, what: 'bind' | 'connect', e: unk
   return new ResourceError(`cannot ${what} ${endpoint}: ${message}${code ? ` (${code})` : ''}`);
 }
 
-/** The round's mean training loss over the contributions that counted. */
+/** The round's mean training loss over the contributions that counted, each worth the workers it stands for. */
 function meanLoss(s: RoundState): number {
-  const losses = s.losses.filter((l, rank): l is number => l !== null && !s.refused.some((r) => r.rank === rank));
-  return losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : NaN;
+  const counted = s.losses.map((l, j) => (l !== null && !s.refusedSlots.has(j) ? j : -1)).filter((j) => j >= 0);
+  return weightedMean(counted.map((j) => s.losses[j] as number), counted.map((j) => s.weights[j]));
 }

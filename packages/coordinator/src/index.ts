@@ -1,1 +1,3 @@
 export * from './coordinator.js';
+export * from './node-averager.js';
+export { contributorName, rangeText } from './admission.js';

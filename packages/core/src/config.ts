@@ -191,6 +191,10 @@ export const launchShape = {
     .describe('workers on this node (default: one per --gpus entry, else 1); K = nnodes × nproc-per-node'),
   masterAddr: z.string().min(1).default('127.0.0.1').describe('host name or address of node 0, where the coordinator listens (torchrun MASTER_ADDR)'),
   masterPort: z.number().int().min(1).max(65535).default(29500).describe('tcp port of the coordinator on node 0 (torchrun MASTER_PORT)'),
+  nodeAverage: z
+    .boolean()
+    .optional()
+    .describe('average this node\'s workers locally through shared memory first, so one vector per node crosses the network each way per round (default: on when --nproc-per-node > 1)'),
 } as const;
 
 export const trainingSchema = z.object(trainingShape).strict();

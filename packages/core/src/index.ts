@@ -10,3 +10,4 @@ export * from './data-order.js';
 export * from './metrics.js';
 export * from './staged-mean.js';
 export * from './whole-number.js';
+export * from './node-average.js';

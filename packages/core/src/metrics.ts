@@ -56,6 +56,12 @@ export interface RoundRecord {
   /** Bytes moved over the wire this round, both directions. */
   bytes: number;
   /**
+   * Of `bytes`: those exchanged with peers on other machines (`hwa launch`, a standalone coordinator). With
+   * two-level averaging one vector per node crosses each way instead of one per worker. Absent where every
+   * worker runs beside the coordinator (`hwa train`).
+   */
+  crossNodeBytes?: number;
+  /**
    * Communication overhead of the round (ms): wall time not covered by the slowest worker's compute, i.e.
    * moving the vectors both ways (and converting them), averaging, and waiting on stragglers. The share of
    * wall time that synchronizing costs is commMs / wallMs.

@@ -16,11 +16,13 @@
  * Version 2 added `welcome.shared` and `tensor.shared` (tensors through shared memory, `--transport shm`).
  * Version 3 added `hello.proof` (a CURVE worker proves it holds its rank's key) and lets
  * `weights.stats.loss` be null (the worker's loss was not finite: the coordinator refuses that contribution).
+ * Version 4 added `hello.members` and `weights.weight` (two-level averaging: a node averager speaks for its
+ * node's ranks and sends their mean, worth that many workers; its `eval` sums theirs).
  */
 import type { WireDtype } from '@hwa/core';
 
 /** Bump on any change to a header's fields or meaning; peers of different versions refuse each other. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** The `v` field of every header this code builds or accepts. */
 export type ProtocolVersion = typeof PROTOCOL_VERSION;
@@ -100,6 +102,12 @@ export interface HelloHeader {
    * worker key to its rank: a listed key presented as another rank is refused.
    */
   proof?: string;
+  /**
+   * A node averager (two-level averaging, docs/protocol.md#node-averagers): it speaks for the `members` ranks
+   * rank … rank + members − 1 of its node, sends their mean and the sum of their evaluations. Absent: 1, a
+   * worker speaking for itself.
+   */
+  members?: number;
 }
 
 /** Coordinator → worker, answering hello: the world size and the start vector (payload). */
@@ -147,6 +155,11 @@ export interface WeightsHeader {
   /** Local SGD steps the worker has done in total. */
   step: number;
   stats: WeightsStats;
+  /**
+   * How many workers' mean this vector is (a node averager: its workers whose contribution counted, at most
+   * its `members`); the coordinator weights it so. Absent: 1.
+   */
+  weight?: number;
   tensor: TensorDescriptor;
 }
 

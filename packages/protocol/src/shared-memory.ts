@@ -44,6 +44,16 @@ export interface SharedLayout {
   modelSize: number;
   /** Element type in the files (the run's wire dtype). */
   dtype: WireDtype;
+  /**
+   * The ranks that have a weights file here (default all K): a node averager's folder holds only its node's
+   * workers' files (docs/protocol.md#node-averagers).
+   */
+  ranks?: readonly number[];
+}
+
+/** The ranks with a weights file in a run's folder. */
+export function sharedRanks(layout: SharedLayout): readonly number[] {
+  return layout.ranks ?? Array.from({ length: layout.workers }, (_, r) => r);
 }
 
 const DIR_PREFIX = 'hwa-';
@@ -103,9 +113,9 @@ export function removeStaleSharedDirs(root: string = defaultSharedRoot()): strin
   return removed;
 }
 
-/** Bytes of all files of a run: K weights files and the average (sync size each), and the offline file. */
+/** Bytes of all files of a run: a weights file per rank and the average (sync size each), and the offline file. */
 export function sharedBytes(layout: SharedLayout): number {
-  return ((layout.workers + 1) * layout.syncSize + layout.modelSize) * bytesPerElement(layout.dtype);
+  return ((sharedRanks(layout).length + 1) * layout.syncSize + layout.modelSize) * bytesPerElement(layout.dtype);
 }
 
 /** MiB with one decimal, for messages. */
@@ -176,7 +186,8 @@ export class SharedTensorFiles {
         ftruncateSync(fd, floats * element);
         return fd;
       };
-      const weights = Array.from({ length: layout.workers }, (_, r) => make(fileName('weights', r), layout.syncSize));
+      const weights = Array.from({ length: layout.workers }, () => -1);
+      for (const r of sharedRanks(layout)) weights[r] = make(fileName('weights', r), layout.syncSize);
       const average = make('average', layout.syncSize);
       const offline = make('offline', layout.modelSize);
       return new SharedTensorFiles(dir, layout, weights, average, offline, true);

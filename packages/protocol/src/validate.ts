@@ -93,6 +93,7 @@ const schemas = {
       syncSize: count(),
       modelSize: count(),
       proof: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+      members: z.number().int().min(1).max(MAX_TENSOR_LENGTH).optional(),
     })
     .strict(),
   welcome: z
@@ -123,6 +124,7 @@ const schemas = {
           lr: finite().min(0).optional(),
         })
         .strict(),
+      weight: z.number().int().min(1).max(MAX_TENSOR_LENGTH).optional(),
       tensor: tensorSchema,
     })
     .strict(),
@@ -282,6 +284,8 @@ function checkFacts(header: Header, ctx: ValidationContext, sender: string | und
     if (ctx.from !== undefined && header.type !== 'welcome' && header.rank !== ctx.from)
       fail(`field 'rank' is ${header.rank} but the message came from rank ${ctx.from}`);
   }
+  if (header.type === 'hello' && header.members !== undefined && workers !== undefined && header.rank + header.members > workers)
+    fail(`field 'members' is ${header.members}: ranks ${header.rank}–${header.rank + header.members - 1} do not all lie in [0, ${workers})`);
   if (header.type === 'welcome') {
     if (header.rank >= header.workers)
       fail(`field 'rank' is ${header.rank}, expected an integer in [0, ${header.workers}) (field 'workers')`);

@@ -2,6 +2,10 @@
  * One case of `hwa bench comm` over one transport: K worker processes (comm-worker.ts) first echo raw frames
  * of the same bytes to a plain ROUTER here (the zeromq ceiling), then run the real worker loop against the
  * real Coordinator, also here. Returns the per-round times of both.
+ *
+ * Node-averaged cases (`perNode` G > 1) run K/G node averager processes (comm-node.ts) between them, as
+ * `hwa launch --node-average` does: each node's G workers reach their averager over ipc and shared memory, the
+ * averagers reach the coordinator over `transport`. They skip the echo (the flat case of the same K has it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -16,9 +20,10 @@ import type { Logger } from 'pino';
 import { Router } from 'zeromq';
 import { GLIBC_TUNING } from '../launcher.js';
 import { weightLike } from './comm-ceilings.js';
-import { commConfig, commPlan, type CommCase, type CommWorkerArgs } from './comm-setup.js';
+import { commConfig, commPlan, type CommCase, type CommNodeArgs, type CommWorkerArgs } from './comm-setup.js';
 
 const WORKER_SCRIPT = fileURLToPath(new URL('./comm-worker.js', import.meta.url));
+const NODE_SCRIPT = fileURLToPath(new URL('./comm-node.js', import.meta.url));
 
 /** Socket options as the coordinator uses them (packages/coordinator/src/coordinator.ts). */
 const ECHO_ROUTER_OPTIONS = { linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 } as const;
@@ -26,7 +31,7 @@ const ECHO_ROUTER_OPTIONS = { linger: 0, sendHighWaterMark: 0, receiveHighWaterM
 export type { Transport };
 
 export interface CaseRun {
-  /** Round times (ms) of the raw echo: K frames of N·bytes out, K back. */
+  /** Round times (ms) of the raw echo: K frames of N·bytes out, K back (none in node-averaged cases). */
   echoMs: number[];
   /** The coordinator's records of the measured rounds (warm-up and the final round left out). */
   rounds: RoundRecord[];
@@ -44,18 +49,23 @@ function removeIpc(address: string): void {
 }
 
 /**
- * Runs a case: `warmup` + `measured` echo rounds and `warmup` + `measured` + 1 coordinator rounds.
- * @throws WorkerFailure if a worker process dies; the others are killed before this returns.
+ * Runs a case: `warmup` + `measured` echo rounds (flat cases) and `warmup` + `measured` + 1 coordinator rounds,
+ * flat or through node averagers of `perNode` workers each.
+ * @throws WorkerFailure if a worker or node process dies; the others are killed before this returns.
  */
-export async function runCase(c: CommCase, transport: Transport, warmup: number, measured: number, log: Logger): Promise<CaseRun> {
+export async function runCase(c: CommCase, transport: Transport, warmup: number, measured: number, log: Logger, perNode = 1): Promise<CaseRun> {
   const controller = new AbortController();
   const children: ChildProcess[] = [];
   const echoRouter = new Router(ECHO_ROUTER_OPTIONS);
   const addresses: string[] = [];
+  const nodes = perNode > 1;
   try {
-    await echoRouter.bind(endpoint(transport));
-    const echoAt = echoRouter.lastEndpoint ?? '';
-    addresses.push(echoAt);
+    let echoAt = '';
+    if (!nodes) {
+      await echoRouter.bind(endpoint(transport));
+      echoAt = echoRouter.lastEndpoint ?? '';
+      addresses.push(echoAt);
+    }
     const config = commConfig(c);
     const plan = commPlan(c);
     const rounds: RoundRecord[] = [];
@@ -74,25 +84,37 @@ export async function runCase(c: CommCase, transport: Transport, warmup: number,
       onRound: (r) => {
         if (r.round > warmup && r.round <= warmup + measured) rounds.push(r);
       },
-      onBound: (connect) => {
-        addresses.push(connect);
-        for (let rank = 0; rank < c.workers; rank++) {
-          const args: CommWorkerArgs = { case: c, rank, echo: echoAt, connect };
-          // The malloc tunables `hwa train` gives its workers (launcher.ts), so bench workers allocate like real ones.
-          const env = { ...process.env, GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? GLIBC_TUNING };
-          const child = spawn(process.execPath, [WORKER_SCRIPT, JSON.stringify(args)], { stdio: ['ignore', 'inherit', 'inherit'], env });
+      onBound: (coordinatorAt) => {
+        addresses.push(coordinatorAt);
+        // The malloc tunables `hwa train` gives its workers (launcher.ts), so bench processes allocate like real ones.
+        const env = { ...process.env, GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? GLIBC_TUNING };
+        const start = (script: string, args: unknown, what: string, rank: number) => {
+          const child = spawn(process.execPath, [script, JSON.stringify(args)], { stdio: ['ignore', 'inherit', 'inherit'], env });
           child.once('exit', (code, signal) => {
-            if (code !== 0)
-              controller.abort(new WorkerFailure(`bench worker ${rank} exited with ${signal ?? `code ${code}`}`, rank));
+            if (code !== 0) controller.abort(new WorkerFailure(`bench ${what} exited with ${signal ?? `code ${code}`}`, rank));
           });
           children.push(child);
+        };
+        const connect: string[] = Array.from({ length: c.workers }, () => coordinatorAt);
+        if (nodes)
+          for (let first = 0; first < c.workers; first += perNode) {
+            const ranks = Array.from({ length: Math.min(perNode, c.workers - first) }, (_, i) => first + i);
+            const bind = endpoint('ipc');
+            addresses.push(bind);
+            for (const rank of ranks) connect[rank] = bind;
+            const args: CommNodeArgs = { case: c, ranks, upstream: coordinatorAt, bind };
+            start(NODE_SCRIPT, args, `node averager of ranks ${ranks[0]}–${ranks.at(-1)}`, first);
+          }
+        for (let rank = 0; rank < c.workers; rank++) {
+          const args: CommWorkerArgs = { case: c, rank, echo: echoAt, connect: connect[rank] };
+          start(WORKER_SCRIPT, args, `worker ${rank}`, rank);
         }
       },
     });
     const coordinated = coordinator.run();
     coordinated.catch(() => {}); // awaited below; an early failure must not be an unhandled rejection
     const frames = chunkPlan(c.floats, c.chunkFloats).map(({ count }) => count * bytesPerElement(c.dtype));
-    const echoMs = await runEcho(echoRouter, c.workers, frames, warmup, measured, controller.signal);
+    const echoMs = nodes ? [] : await runEcho(echoRouter, c.workers, frames, warmup, measured, controller.signal);
     echoRouter.close();
     await coordinated;
     await Promise.all(children.map((child) => (child.exitCode !== null ? null : new Promise((r) => child.once('exit', r)))));

@@ -26,10 +26,21 @@ export interface CommCase {
 export interface CommWorkerArgs {
   case: CommCase;
   rank: number;
-  /** The raw echo ROUTER's endpoint (first phase). */
+  /** The raw echo ROUTER's endpoint (first phase; empty: no echo, as in node-averaged cases). */
   echo: string;
-  /** The coordinator's endpoint (second phase). */
+  /** The coordinator's endpoint, or its node averager's (second phase). */
   connect: string;
+}
+
+/** The arguments of one node averager process (node-averaged cases). */
+export interface CommNodeArgs {
+  case: CommCase;
+  /** The node's ranks. */
+  ranks: number[];
+  /** The coordinator's endpoint. */
+  upstream: string;
+  /** Where the node's workers connect. */
+  bind: string;
 }
 
 /** The training options of a case: one local step per round, nothing else that a stub trainer would read. */

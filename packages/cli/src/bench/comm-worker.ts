@@ -38,7 +38,7 @@ async function echo(endpoint: string, rank: number): Promise<void> {
 async function main(): Promise<void> {
   const args = JSON.parse(argv[2] ?? '') as CommWorkerArgs;
   const c = args.case;
-  await echo(args.echo, args.rank);
+  if (args.echo) await echo(args.echo, args.rank);
   const log = pino({ level: 'warn', base: { role: 'bench-worker', rank: args.rank } }, pino.destination({ dest: 2, sync: true }));
   await runWorker({
     config: commConfig(c),

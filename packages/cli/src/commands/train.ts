@@ -23,7 +23,8 @@ import { Coordinator } from '@hwa/coordinator';
 import { coordinatorCurve, mib, sharedRoom } from '@hwa/protocol';
 import { LocalTrainer, saveLayersModel, trainInProcess, type Workload } from '@hwa/engine';
 import type { Logger } from 'pino';
-import { launchWorkers, stopWorkers, workerThreads, type LaunchedWorker } from '../launcher.js';
+import { launchWorkers, logWorkersStarted, stopWorkers, workerThreads, type LaunchedWorker } from '../launcher.js';
+import { startNodeRun, type NodeRun } from '../node-average.js';
 import { createLogger } from '../logging.js';
 import { emitRunFailed, progressMode, RunReporter, type ReportOptions } from '../report.js';
 import { crossCheck } from '../checks.js';
@@ -134,15 +135,21 @@ async function startRun<C extends RunConfig>(input: C, role: 'trainer' | 'coordi
   }
 }
 
+/** `hwa launch` on node 0: the ranks it starts beside the coordinator, and whether a node averager joins them. */
+export interface LaunchNode {
+  ranks: readonly number[];
+  nodeAverage: boolean;
+}
+
 /**
  * The coordinator's side of a started run, to the exported model: rank 0's trainer (for θ0, the vector sizes and
- * the export), the rounds with workers started here (`spawnWorkers`, all K or `localRanks`) or joining from
+ * the export), the rounds with workers started here (`spawnWorkers`: all K, or a launch node's) or joining from
  * elsewhere.
  */
-async function coordinateToEnd(run: StartedRun<RunConfig>, bind: string, spawnWorkers: boolean, localRanks?: readonly number[]): Promise<void> {
+async function coordinateToEnd(run: StartedRun<RunConfig>, bind: string, spawnWorkers: boolean, node?: LaunchNode): Promise<void> {
   const { dir, log, prepared, fixed, reporter, controller, resume } = run;
   const trainer = await LocalTrainer.create(trainingPart(fixed), prepared.plan, 0, prepared.workload);
-  const result = await runCoordinator({ config: fixed, dir, log, trainer, reporter, controller, bind, spawnWorkers, localRanks, resume });
+  const result = await runCoordinator({ config: fixed, dir, log, trainer, reporter, controller, bind, spawnWorkers, node, resume });
   scoreTestSet(trainer, result.online, result.offline, reporter);
   await exportModel(trainer, result.offline, dir, log);
 }
@@ -235,8 +242,11 @@ interface CoordinatorRun {
   bind: string;
   /** Start K local worker processes once bound (`hwa train`), or wait for remote ones (`hwa coordinator`). */
   spawnWorkers: boolean;
-  /** `hwa launch` on node 0: start only these ranks here (the other nodes start theirs); default all K. */
-  localRanks?: readonly number[];
+  /**
+   * `hwa launch` on node 0: start only its ranks here (the other nodes start theirs), behind a node averager
+   * with `nodeAverage`; absent: all K (`hwa train`) or none (`hwa coordinator`).
+   */
+  node?: LaunchNode;
   /** Continue from this checkpoint state. */
   resume?: AveragerState;
 }
@@ -268,8 +278,10 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
   const training: TrainingConfig = trainingPart(config);
   const hash = configHash(config);
   let workers: LaunchedWorker[] = [];
-  const local = o.localRanks ?? Array.from({ length: trainer.plan.workers }, (_, rank) => rank);
-  const waiting = waitForRanks(config, trainer.plan.workers, log, o.spawnWorkers && !o.localRanks ? 'debug' : 'info');
+  let node: NodeRun | null = null;
+  const local = o.node?.ranks ?? Array.from({ length: trainer.plan.workers }, (_, rank) => rank);
+  const launcher = o.spawnWorkers && !o.node;
+  const waiting = waitForRanks(config, trainer.plan.workers, log, launcher ? 'debug' : 'info');
   const coordinator = new Coordinator({
     config: training,
     configHash: hash,
@@ -279,7 +291,9 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     initial: trainer.initialVector(),
     evalSet: trainer.hasValidation ? 'validation' : 'test',
     bind: o.bind,
-    sharedMemory: useSharedMemory(config, o.spawnWorkers && !o.localRanks, trainer, log),
+    sharedMemory: useSharedMemory(config, launcher, trainer, log),
+    // hwa train's workers are all here: no byte crosses to another machine, nothing to count.
+    localRanks: launcher ? undefined : o.spawnWorkers ? local : [],
     progressTimeoutMs: config.progressTimeout * 1000,
     joinTimeoutMs: timerMs(config.joinTimeout),
     onJoin: (info) => waiting.joined(info.rank),
@@ -290,24 +304,24 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     onBound: (endpoint) => {
       waiting.start();
       if (!o.spawnWorkers) return;
+      // A tcp coordinator bound to every interface is reached on loopback from its own node.
+      const connect = endpoint.replace('tcp://0.0.0.0:', 'tcp://127.0.0.1:');
+      if (o.node?.nodeAverage) {
+        node = startNodeRun({ config, nodeRank: 0, ranks: local, upstream: connect, dir, log });
+        node.done.catch((failure: unknown) => controller.abort(failure));
+        return;
+      }
       workers = launchWorkers({
         workers: trainer.plan.workers,
         ranks: local,
         gpus: config.gpus,
         threads: workerThreads(config.threads, local.length),
-        // A tcp coordinator bound to every interface is reached on loopback from its own node.
-        connect: endpoint.replace('tcp://0.0.0.0:', 'tcp://127.0.0.1:'),
+        connect,
         configFile: join(dir, 'config.json'),
         runDir: dir,
         onUnexpectedExit: (failure) => controller.abort(failure),
       });
-      for (const w of workers) {
-        const gpu = config.gpus[local.indexOf(w.rank)];
-        log.info(
-          { event: 'worker.started', rank: w.rank, pid: w.pid, cudaVisibleDevices: gpu ?? process.env.CUDA_VISIBLE_DEVICES ?? null },
-          `worker ${w.rank} started, pid ${w.pid}${gpu !== undefined ? `, CUDA_VISIBLE_DEVICES=${gpu}` : ''}`,
-        );
-      }
+      logWorkersStarted(log, workers, config.gpus);
     },
     onRound: (r) => {
       reporter.round(r);
@@ -330,11 +344,13 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
   try {
     const result = await withSignals(controller, log, () => coordinator.run());
     writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: hash });
-    // Workers exit by themselves after 'done'; give them a moment, then make sure.
-    await Promise.race([Promise.all(workers.map((w) => w.exited)), new Promise((r) => setTimeout(r, 10_000).unref())]);
+    // Workers (and a node averager) exit by themselves after 'done'; give them a moment, then make sure.
+    const exited = [...workers.map((w) => w.exited), ...(node ? [(node as NodeRun).done.catch(() => {})] : [])];
+    await Promise.race([Promise.all(exited), new Promise((r) => setTimeout(r, 10_000).unref())]);
     return result;
   } catch (error) {
     reporter.stopProgress();
+    await stopNode(node, error);
     await stopWorkers(workers);
     const state = coordinator.snapshot();
     if (state.rounds > 0) {
@@ -347,16 +363,23 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
       }
     }
     if (existsSync(join(dir, 'checkpoint.json')) && !(error instanceof DivergenceError)) {
-      const launcher = o.spawnWorkers && !o.localRanks;
       const command = resumeCommand(launcher ? 'train' : 'coordinator', dir, { ...config, bind: launcher ? undefined : o.bind });
       log.warn({ event: 'run.resumable', command }, `continue this run with: ${command}${launcher ? '' : ' (and restart its workers)'}`);
     }
     throw error;
   } finally {
     waiting.stop();
+    await stopNode(node, new Error('the coordinator stopped'));
     await stopWorkers(workers);
     removeSocketFile(o.bind);
   }
+}
+
+/** Stops node 0's averager (a no-op once it has finished) and waits until it and its workers are gone. */
+async function stopNode(node: NodeRun | null, reason: unknown): Promise<void> {
+  if (!node) return;
+  node.abort(reason instanceof Error ? reason : new Error(String(reason)));
+  await node.done.catch(() => {});
 }
 
 /** The longest a Node timer can wait (about 24.8 days); longer or 0 (= forever) is this. */
@@ -400,15 +423,15 @@ function waitForRanks(config: RunConfig, workers: number, log: Logger, level: 'i
 
 /**
  * `hwa coordinator --bind ADDR`: the coordinator alone; K workers join from other hosts. `hwa launch` on node 0
- * passes `localRanks`, the ranks it starts beside the coordinator.
+ * passes its `node`: the ranks it starts beside the coordinator, and whether behind a node averager.
  */
-export async function coordinate(input: RunConfig & { bind: string }, localRanks?: readonly number[]): Promise<void> {
+export async function coordinate(input: RunConfig & { bind: string }, node?: LaunchNode): Promise<void> {
   const config = input.resume ? resumedConfig(input) : input;
   // Bad or missing keys fail here, before a run folder is made for a run that cannot start.
   if (config.curveKeys) coordinatorCurve(config.curveKeys);
   const run = await startRun(config, 'coordinator');
   try {
-    await coordinateToEnd(run, config.bind, localRanks !== undefined, localRanks);
+    await coordinateToEnd(run, config.bind, node !== undefined, node);
   } catch (error) {
     run.reporter.fail(error);
     throw error;
