@@ -48,10 +48,3 @@ export function runTotals(dir: string): { rounds: number; bytes: number; crossNo
   return (JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')) as { totals: { rounds: number; bytes: number; crossNodeBytes: number | null } }).totals;
 }
 
-/** The largest |a[i] − b[i]| (the vectors must be equally long). */
-export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) throw new Error(`vectors of ${a.length} and ${b.length} floats`);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}

@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { mulberry32 } from '@hwa/core';
 import { beforeAll, expect } from 'vitest';
-import { registerWasmTrainingKernels } from '../../packages/engine/src/backend/wasm-kernels/index.js';
+import { registerWasmTrainingKernels } from '@hwa/engine';
 
 export const TOLERANCE = 1e-5;
 

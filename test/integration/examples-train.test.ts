@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend } from '@hwa/engine';
 import { killAll, runHwa, runNode } from '../helpers/cli.js';
 import { compareExport, runReport } from '../helpers/exported.js';
+import { maxAbsDiff } from '../helpers/vectors.js';
 
 const examples = fileURLToPath(new URL('../../examples/', import.meta.url));
 let root: string;
@@ -23,16 +24,10 @@ beforeAll(async () => {
 afterEach(killAll);
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-/** Largest |a − b|. */
-function maxDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
-}
-
 async function expectExportMatches(dir: string): Promise<void> {
   const { evals } = runReport(dir);
   const { exported, rebuilt, loss } = await compareExport(dir);
-  expect(maxDiff(exported, rebuilt)).toBeLessThanOrEqual(1e-5);
+  expect(maxAbsDiff(exported, rebuilt)).toBeLessThanOrEqual(1e-5);
   expect(loss).toBeCloseTo(evals.at(-1)!.offline.loss, 4);
 }
 

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { freePort } from '../helpers/addresses.js';
 import { killAll, readCheckpoint, runHwa } from '../helpers/cli.js';
-import { launchTwoNodes, maxAbsDiff, runTotals } from '../helpers/launch.js';
+import { launchTwoNodes, runTotals } from '../helpers/launch.js';
+import { maxAbsDiff } from '../helpers/vectors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'hwa-launch-'));
 afterEach(killAll);

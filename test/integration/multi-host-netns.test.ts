@@ -19,7 +19,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { killAll, readCheckpoint, runHwa } from '../helpers/cli.js';
-import { launchTwoNodes, maxAbsDiff, runTotals } from '../helpers/launch.js';
+import { launchTwoNodes, runTotals } from '../helpers/launch.js';
+import { maxAbsDiff } from '../helpers/vectors.js';
 
 const job = ['--dataset', 'synthetic', '--train-limit', '128', '--test-limit', '32', '--batch-size', '16', '--epochs', '1', '--sync-period', '2', '--progress', 'off'];
 const tag = `${process.pid % 100000}`;

@@ -18,6 +18,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { evaluateRange, loadDataset, loadLayersModelFromDir, selectBackend, WeightLayout } from '@hwa/engine';
 import { killAll, readCheckpoint, readJsonLines, runHwa } from '../helpers/cli.js';
 import { describeNative } from '../helpers/native.js';
+import { maxAbsDiff } from '../helpers/vectors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'hwa-native-'));
 beforeAll(() => selectBackend('wasm'));
@@ -28,13 +29,6 @@ const job = ['--dataset', 'synthetic', '--train-limit', '192', '--test-limit', '
 const native = ['--backend', 'tensorflow', '--threads', '1'];
 /** Each test runs two or three trainings whose processes each load libtensorflow: minutes on a loaded machine. */
 const SLOW = 240_000;
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
 
 /** Runs `hwa train args` to the end in its own folder and returns that folder. */
 async function train(name: string, args: string[]): Promise<string> {

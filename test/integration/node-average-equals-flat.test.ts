@@ -14,7 +14,7 @@ import { Writable } from 'node:stream';
 import { coordinatorCurve, generateCurveKeys, workerCurve } from '@hwa/protocol';
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { maxAbsDiff } from '../helpers/launch.js';
+import { maxAbsDiff } from '../helpers/vectors.js';
 import { fakeStep, runDistributed, type CommRun } from './comm-harness.js';
 
 const root = mkdtempSync(join(tmpdir(), 'hwa-node-curve-'));

@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeRunConfig, trainingPart, type RunConfig } from '@hwa/core';
 import { loadDataset, selectBackend, trainInProcess, type DatasetPair } from '@hwa/engine';
 import { killAll, readCheckpoint, runHwa } from '../helpers/cli.js';
+import { maxAbsDiff } from '../helpers/vectors.js';
 
 const base: Partial<RunConfig> = {
   dataset: 'synthetic',
@@ -29,13 +30,6 @@ function flags(config: Partial<RunConfig>): string[] {
     if (typeof value === 'boolean') return value ? [flag] : [`--no-${flag.slice(2)}`];
     return [flag, Array.isArray(value) ? value.join(',') : String(value)];
   });
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
 }
 
 let data: DatasetPair;

@@ -11,6 +11,7 @@ import { makeRunConfig, trainingPart } from '@hwa/core';
 import { loadDataset, selectBackend, trainInProcess } from '@hwa/engine';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { killAll, readCheckpoint, readJsonLines, runHwa } from '../helpers/cli.js';
+import { maxAbsDiff } from '../helpers/vectors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'hwa-resume-'));
 afterEach(killAll);
@@ -21,13 +22,6 @@ beforeAll(() => selectBackend('wasm'));
 // stop: a checkpoint that lost them would show.
 const options = { dataset: 'synthetic', trainLimit: 256, testLimit: 64, batchSize: 16, epochs: 4, syncPeriod: 2, window: 40, workers: 2, seed: 3 } as const;
 const flags = ['--dataset', 'synthetic', '--train-limit', '256', '--test-limit', '64', '--batch-size', '16', '--epochs', '4', '--sync-period', '2', '--window', '40', '--workers', '2', '--seed', '3', '--backend', 'wasm', '--progress', 'off'];
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
 
 describe('hwa train --resume', () => {
   // keep: each worker's own momentum is not synced; the workers save it when stopped (worker-<k>.state.*).

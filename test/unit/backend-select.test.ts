@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from '@hwa/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { selectBackend } from '../../packages/engine/src/backend/select.js';
+import { selectBackend } from '@hwa/engine';
 
 const require = createRequire(import.meta.url);
 function installed(spec: string): boolean {

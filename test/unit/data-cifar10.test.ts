@@ -8,7 +8,7 @@ import {
   CIFAR10_STD,
   loadCifar10Split,
   loadDataset,
-} from '../../packages/engine/src/data/index.js';
+} from '@hwa/engine';
 import { dataError } from '../helpers/errors.js';
 
 /** Pixel byte of record `r`, channel `c`, row `y`, column `x` in the fixtures below. */

@@ -11,7 +11,7 @@ import {
   download,
   loadDataset,
   type DownloadLog,
-} from '../../packages/engine/src/data/index.js';
+} from '@hwa/engine';
 import { dataError } from '../helpers/errors.js';
 import { tar, tarMember } from '../helpers/tar.js';
 

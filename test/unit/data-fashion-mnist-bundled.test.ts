@@ -8,7 +8,7 @@ import {
   fashionMnistCacheDir,
   loadDataset,
   loadIdxDataset,
-} from '../../packages/engine/src/data/index.js';
+} from '@hwa/engine';
 import { dataError } from '../helpers/errors.js';
 
 let root: string;

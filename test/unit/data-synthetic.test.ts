@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '@hwa/core';
-import { loadDataset, syntheticDataset, type Dataset } from '../../packages/engine/src/data/index.js';
+import { loadDataset, syntheticDataset, type Dataset } from '@hwa/engine';
 
 /** Bitwise equality of two float arrays (vitest's deep equality walks elements one by one: slow here). */
 const same = (a: Float32Array, b: Float32Array): boolean =>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readTar } from '../../packages/engine/src/data/index.js';
+import { readTar } from '@hwa/engine';
 import { tar, tarMember } from '../helpers/tar.js';
 
 describe('readTar', () => {

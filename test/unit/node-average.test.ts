@@ -5,6 +5,7 @@
 import { ConfigError, combineStats, meanRangeInto, mulberry32, weightedMean, weightedMeanCodesRangeInto, weightedMeanRangeInto } from '@hwa/core';
 import { decodeRange, decodeTable, encodeRange } from '@hwa/protocol';
 import { describe, expect, it } from 'vitest';
+import { maxAbsDiff } from '../helpers/vectors.js';
 
 function vectors(k: number, n: number, seed: number): Float32Array[] {
   const random = mulberry32(seed);
@@ -16,12 +17,6 @@ function flatMean(inputs: Float32Array[]): Float64Array {
   const out = new Float64Array(inputs[0].length);
   for (let i = 0; i < out.length; i++) out[i] = inputs.reduce((a, v) => a + v[i], 0) / inputs.length;
   return out;
-}
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
 }
 
 /** Node means of `sizes` consecutive groups of `inputs`, then their mean weighted by the group sizes. */
@@ -43,7 +38,7 @@ describe('weighted mean of node means', () => {
     const inputs = vectors(8, n, 12);
     const reference = flatMean(inputs);
     for (const sizes of [[4, 4], [2, 2, 2, 2], [5, 3], [1, 7], [3, 1, 4]]) {
-      const diff = maxDiff(twoLevel(inputs, sizes), reference);
+      const diff = maxAbsDiff(twoLevel(inputs, sizes), reference);
       expect(diff, `nodes ${sizes.join('+')}`).toBeLessThanOrEqual(1e-6);
       expect(diff).toBeGreaterThanOrEqual(0);
     }

@@ -8,7 +8,7 @@ import {
   WASM_TRAINING_KERNELS,
   registerWasmTrainingKernels,
   unregisterWasmTrainingKernels,
-} from '../../packages/engine/src/backend/wasm-kernels/index.js';
+} from '@hwa/engine';
 import { CONV_CASES, convShapes } from '../helpers/conv-cases.js';
 import { random, count, expectClose, expectSame, useWasmAndCpu } from '../helpers/wasm-vs-cpu.js';
 
