@@ -206,6 +206,8 @@ export class RunReporter {
       roundMs,
       bytes: sum((r) => r.bytes),
       crossNodeBytes: this.rounds.some((r) => r.crossNodeBytes !== undefined) ? sum((r) => r.crossNodeBytes ?? 0) : null,
+      dropped: sum((r) => r.left?.length ?? 0),
+      rejoined: sum((r) => r.joined?.length ?? 0),
       final: last ? { online: last.online, offline: last.offline } : null,
       resumedFrom: this.options.resumedRound > 0 ? this.options.resumedRound : null,
     };
@@ -229,6 +231,8 @@ export class RunReporter {
     ];
     if (t.crossNodeBytes !== null)
       rows.push(['cross-node bytes', `${(t.crossNodeBytes / 1e6).toFixed(1)} MB (${(t.crossNodeBytes / Math.max(1, t.rounds) / 1e6).toFixed(2)} MB per round)`]);
+    if (t.dropped > 0 || t.rejoined > 0)
+      rows.push(['membership', `${t.dropped} worker${t.dropped === 1 ? '' : 's'} dropped, ${t.rejoined} rejoined (ranks per round in metrics.jsonl: left, joined, absent)`]);
     if (t.final) {
       rows.push(['online accuracy', `${(t.final.online.accuracy * 100).toFixed(2)}% (loss ${t.final.online.loss.toFixed(4)})`]);
       rows.push(['offline accuracy', `${(t.final.offline.accuracy * 100).toFixed(2)}% (loss ${t.final.offline.loss.toFixed(4)})`]);
@@ -259,6 +263,9 @@ export interface RunTotals {
   bytes: number;
   /** Of `bytes`: those exchanged with other machines (null where all workers run beside the coordinator). */
   crossNodeBytes: number | null;
+  /** Workers dropped from the run (died or silent) and workers that rejoined it, over all rounds. */
+  dropped: number;
+  rejoined: number;
   final: { online: { loss: number; accuracy: number }; offline: { loss: number; accuracy: number } } | null;
   /** The checkpoint round a resumed run went on from (its totals include the earlier part); null if none. */
   resumedFrom: number | null;

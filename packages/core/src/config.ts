@@ -20,6 +20,7 @@ export const DATASETS = ['mnist', 'fashion-mnist', 'cifar10', 'synthetic'] as co
 export const BACKENDS = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export const WIRE_DTYPES = ['float32', 'float16', 'bfloat16'] as const;
 export const TRANSPORTS = ['ipc', 'tcp', 'shm'] as const;
+export const WORKER_FAILURE_POLICIES = ['respawn', 'continue', 'abort'] as const;
 
 export const trainingShape = {
   mode: z
@@ -97,6 +98,17 @@ export const runtimeShape = {
     .min(0)
     .default(1800)
     .describe('seconds the coordinator waits without weights or evaluations from a worker it needs before stopping the run with a checkpoint, naming the rank (0 = forever)'),
+  onWorkerFailure: z
+    .enum(WORKER_FAILURE_POLICIES)
+    .optional()
+    .describe(
+      'a worker that dies or stays silent past --heartbeat-timeout: respawn = drop it from the round and start it again (it rejoins at the next round), continue = drop it and go on with the others (it may rejoin), abort = stop the run naming it (default respawn for hwa train, continue for hwa coordinator, abort for hwa launch)',
+    ),
+  heartbeatTimeout: z
+    .number()
+    .min(0)
+    .default(10)
+    .describe('seconds of silence after which the coordinator drops a worker and a worker gives up on its coordinator; both sides send a heartbeat every second (0 = never)'),
   // torchrun's rendezvous join_timeout is 600 s too: nodes of a cluster job may start minutes apart.
   joinTimeout: z
     .number()
@@ -127,7 +139,7 @@ export const runtimeShape = {
  */
 const NOT_FOR_ROLE = {
   coordinator: ['inProcess', 'gpus'],
-  worker: ['inProcess', 'gpus', 'transport', 'resume', 'checkpointEvery', 'progressTimeout', 'joinTimeout', 'progress', 'progressEvery', 'json', 'tensorboard'],
+  worker: ['inProcess', 'gpus', 'transport', 'resume', 'checkpointEvery', 'progressTimeout', 'onWorkerFailure', 'joinTimeout', 'progress', 'progressEvery', 'json', 'tensorboard'],
 } as const satisfies Record<string, readonly (keyof typeof runtimeShape)[]>;
 
 /** The runtime option keys a standalone role reads. */
@@ -171,6 +183,7 @@ export type DatasetName = (typeof DATASETS)[number];
 export type BackendChoice = (typeof BACKENDS)[number];
 export type WireDtype = (typeof WIRE_DTYPES)[number];
 export type Transport = (typeof TRANSPORTS)[number];
+export type WorkerFailurePolicy = (typeof WORKER_FAILURE_POLICIES)[number];
 
 export const TRAINING_KEYS = Object.keys(trainingShape) as (keyof TrainingConfig)[];
 

@@ -102,8 +102,11 @@ export class LocalTrainer {
     if (this.localStateSize > 0) this.sgd.writeMomentum(state, 0);
   }
 
-  /** Runs the local steps of round `round` (1-based). */
-  runRound(round: number): RoundResult {
+  /**
+   * Runs the local steps of round `round` (1-based). `onStep` is called after each step: the worker sends its
+   * heartbeat from there, since a round blocks the event loop for its whole length.
+   */
+  runRound(round: number, onStep?: () => void): RoundResult {
     const started = performance.now();
     const { first, end } = roundSteps(this.plan, round);
     let lr = 0;
@@ -111,6 +114,7 @@ export class LocalTrainer {
       lr = learningRateAt(step, this.schedule);
       const { x, y } = this.batches.tensors(this.order.batch(step));
       this.sgd.run(x, y, lr);
+      onStep?.();
     }
     const steps = end - first;
     const loss = this.sgd.takeLossSum() / Math.max(1, steps);

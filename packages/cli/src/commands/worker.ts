@@ -49,6 +49,7 @@ export async function work(input: RunConfig & { connect: string; rank: number; r
     log,
     signal: controller.signal,
     receiveTimeoutMs: config.receiveTimeout > 0 ? config.receiveTimeout * 1000 : undefined,
+    heartbeatTimeoutMs: config.heartbeatTimeout * 1000,
     curve,
     // The run folder keeps this worker's momentum when it is stopped, for an exact --resume.
     onStopped: config.outDir ? (snapshots) => writeLocalStates(config.outDir, config.rank, snapshots) : undefined,
