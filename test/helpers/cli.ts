@@ -165,3 +165,16 @@ export function readCheckpoint(dir: string): { round: number; online: Float32Arr
   const floats = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
   return { round: meta.round, online: floats.subarray(0, meta.onlineFloats), offline: floats.subarray(meta.onlineFloats, meta.onlineFloats + meta.offlineFloats) };
 }
+
+/** Every weight of a model exported to `dir` (tfjs layers format, float32 shards), concatenated. */
+export function readModelWeights(dir: string): Float32Array {
+  const manifest = JSON.parse(readFileSync(`${dir}/model.json`, 'utf8')) as { weightsManifest: { paths: string[] }[] };
+  const shards = manifest.weightsManifest.flatMap((group) => group.paths.map((p) => readFileSync(`${dir}/${p}`)));
+  const bytes = Buffer.concat(shards);
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
+/** The round and eval lines of a run's metrics.jsonl. */
+export function readMetrics(dir: string): Record<string, unknown>[] {
+  return readJsonLines(`${dir}/metrics.jsonl`);
+}

@@ -92,6 +92,17 @@ describe('bad input is one clear line', () => {
     expect(output).toMatch(/HWA_SYNC_PERIOD: must be a whole number ≥ 1, got -1/);
   });
 
+  it('--on-worker-failure respawn is refused where no worker is started here, naming what can be done', async () => {
+    for (const role of ['coordinator', 'launch']) {
+      const { code, output } = await hwa([role, '--on-worker-failure', 'respawn', '--dry-run']);
+      expect(code).toBe(2);
+      expect(output).toMatch(new RegExp(`hwa: --on-worker-failure respawn needs hwa train, which starts the workers itself; hwa ${role} can continue`));
+      noStack(output);
+    }
+    const { code } = await hwa(['train', '--on-worker-failure', 'respawn', '--dry-run']);
+    expect(code).toBe(0);
+  });
+
   it('an unknown key in a config file names the file and suggests the right key', async () => {
     writeFileSync(join(dir, 'bad.yaml'), 'mode: hwa\nsync-perod: 4\n');
     const { code, output } = await hwa(['train', '--config', join(dir, 'bad.yaml')]);

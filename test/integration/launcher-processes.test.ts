@@ -1,7 +1,7 @@
 /**
  * The launcher's process management, with real processes: Ctrl+C leaves no process (nor shared-memory
  * folder) behind and a checkpoint;
- * a worker that dies stops the run with its rank, exit and last log line named; each worker gets its own
+ * with --on-worker-failure abort a worker that dies stops the run with its rank, exit and last log line named; each worker gets its own
  * CUDA_VISIBLE_DEVICES; the standalone coordinator and workers run the same job over TCP; a worker with
  * other training options is refused with the differing values named.
  */
@@ -64,9 +64,9 @@ describe('launcher', () => {
     expect(readCheckpoint(out).round).toBeGreaterThan(0);
   });
 
-  it('a worker that dies stops the run, naming its rank, exit and last log line', async () => {
+  it('--on-worker-failure abort: a worker that dies stops the run, naming its rank, exit and last log line', async () => {
     const out = join(root, 'crash');
-    const run = runHwa(['train', ...longJob, '--workers', '2', '--out-dir', out, '--log-level', 'debug']);
+    const run = runHwa(['train', ...longJob, '--workers', '2', '--on-worker-failure', 'abort', '--out-dir', out, '--log-level', 'debug']);
     const [first, second] = await workerPids(run, 2);
     await run.waitFor(/round\.averaged/);
     process.kill(second, 'SIGKILL');

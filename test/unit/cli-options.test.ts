@@ -309,7 +309,8 @@ describe('config table', () => {
     const configFile = writeFile('.yaml', 'lr: 0.2\n');
     const { config, sources, origins } = resolveRunConfig({
       flags: parse(['--gpus', '0,1']),
-      env: { HWA_WORLD_SIZE: '4' },
+      // The options without a default (K, the failure policy) are listed once they have a value.
+      env: { HWA_WORLD_SIZE: '4', HWA_ON_WORKER_FAILURE: 'continue' },
       configFile,
       envAliases: { HWA_WORLD_SIZE: 'workers' },
     });

@@ -71,6 +71,7 @@ const samples: Header[] = [
   { v, type: 'done', round: 40 },
   { v, type: 'error', rank: 1, reason: 'out of memory' },
   { v, type: 'error', reason: 'config hash differs' },
+  { v, type: 'heartbeat' },
 ];
 
 const vector = Float32Array.from([1, -2, 0.5, 3.25, -0.125, 65280]); // all exact in float16 and bfloat16

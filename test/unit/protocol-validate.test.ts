@@ -147,6 +147,20 @@ describe('context', () => {
     expect(decode(raw({ v, type: 'error', rank: 0, reason: 'oom' }), { role: 'coordinator' }).header.type).toBe('error');
   });
 
+  it('takes heartbeats both ways: a worker\'s names its rank, the coordinator\'s none', () => {
+    expect(decode(raw({ v, type: 'heartbeat', rank: 1 }), { role: 'coordinator' }).header).toEqual({ v, type: 'heartbeat', rank: 1 });
+    expect(decode(raw({ v, type: 'heartbeat' }), { role: 'worker' }).header).toEqual({ v, type: 'heartbeat' });
+    expect(rejectionOf(raw({ v, type: 'heartbeat' }), { role: 'coordinator' })).toBe(
+      "invalid 'heartbeat' message: field 'rank' is missing (a worker's heartbeat names its rank)",
+    );
+    expect(rejectionOf(raw({ v, type: 'heartbeat', rank: 0 }), { role: 'worker' })).toBe(
+      "invalid 'heartbeat' message from the coordinator: field 'rank' is 0, but the coordinator's heartbeat names no rank",
+    );
+    expect(rejectionOf(raw({ v, type: 'heartbeat', rank: 5 }), { workers: 4 })).toMatch(/field 'rank' is 5, expected an integer in \[0, 4\)/);
+    expect(rejectionOf(raw({ v, type: 'heartbeat', round: 3 }))).toMatch(/unknown field 'round'/);
+    expect(rejectionOf(raw({ v: 4, type: 'heartbeat', rank: 0 }), { role: 'coordinator' })).toBe('protocol version 4 from rank 0, this coordinator speaks 5');
+  });
+
   it('checks a welcome against the receiving worker and the world size', () => {
     const welcome = { v, type: 'welcome', rank: 1, workers: 2, nextRound: 1, tensor };
     expect(rejectionOf(raw(welcome, four), { self: 0 })).toMatch(/field 'rank' is 1, but this worker is rank 0/);

@@ -26,6 +26,10 @@ export function crossCheck<C extends Partial<RunConfig> & Pick<RunConfig, 'mode'
     }
   }
   if (role === 'launch') fixed = launchWorld(fixed);
+  // Only a launcher of all K workers can start one again: a standalone coordinator's workers run elsewhere.
+  const policy = (config as { onWorkerFailure?: string }).onWorkerFailure;
+  if (policy === 'respawn' && (role === 'coordinator' || role === 'launch'))
+    throw new ConfigError(`--on-worker-failure respawn needs hwa train, which starts the workers itself; hwa ${role} can continue without a failed worker (continue, which welcomes it back when it is restarted) or stop (abort)`);
   // A resumed run takes mode and K from its folder's config.json, which was checked when it started.
   if (config.resume) return fixed;
   const workers = resolveWorkers(fixed);

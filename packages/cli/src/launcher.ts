@@ -70,57 +70,64 @@ const KEEP_LINES = 5;
 
 export function launchWorkers(o: LaunchOptions): LaunchedWorker[] {
   const ranks = o.ranks ?? Array.from({ length: o.workers }, (_, rank) => rank);
-  return ranks.map((rank, local) => {
-    // The run's config.json holds every option as the launcher resolved it.
-    const env = envWithoutOptions();
-    Object.assign(env, { HWA_RANK: String(rank), HWA_WORLD_SIZE: String(o.workers) });
-    // The launcher decides devices and threads itself: torchrun variables of its own environment must not.
-    delete env.LOCAL_RANK;
-    delete env.LOCAL_WORLD_SIZE;
-    if (o.gpus.length > 0) env.CUDA_VISIBLE_DEVICES = String(o.gpus[local]);
-    // Keep glibc from returning freed message buffers to the OS after every round (and from mmap-ing each
-    // large one anew): first-touching fresh memory made float32 rounds ~30% slower (hwa bench comm).
-    env.GLIBC_TUNABLES ??= GLIBC_TUNING;
-    // The IPC channel only serves as a lifeline: a worker exits when it closes (the launcher died).
-    const child = spawn(
-      process.execPath,
-      [MAIN, 'worker', '--config', o.configFile, '--connect', o.connect, '--rank', String(rank), '--out-dir', o.runDir, '--threads', String(o.threads)],
-      { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
+  return ranks.map((rank) => launchWorker(o, rank));
+}
+
+/**
+ * Starts the worker of `rank` (one of `o.ranks`), on its GPU: also to start it again after it failed
+ * (`--on-worker-failure respawn`), when its log file is appended to.
+ */
+export function launchWorker(o: LaunchOptions, rank: number): LaunchedWorker {
+  const local = (o.ranks ?? Array.from({ length: o.workers }, (_, r) => r)).indexOf(rank);
+  // The run's config.json holds every option as the launcher resolved it.
+  const env = envWithoutOptions();
+  Object.assign(env, { HWA_RANK: String(rank), HWA_WORLD_SIZE: String(o.workers) });
+  // The launcher decides devices and threads itself: torchrun variables of its own environment must not.
+  delete env.LOCAL_RANK;
+  delete env.LOCAL_WORLD_SIZE;
+  if (o.gpus.length > 0) env.CUDA_VISIBLE_DEVICES = String(o.gpus[local]);
+  // Keep glibc from returning freed message buffers to the OS after every round (and from mmap-ing each
+  // large one anew): first-touching fresh memory made float32 rounds ~30% slower (hwa bench comm).
+  env.GLIBC_TUNABLES ??= GLIBC_TUNING;
+  // The IPC channel only serves as a lifeline: a worker exits when it closes (the launcher died).
+  const child = spawn(
+    process.execPath,
+    [MAIN, 'worker', '--config', o.configFile, '--connect', o.connect, '--rank', String(rank), '--out-dir', o.runDir, '--threads', String(o.threads)],
+    { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
+  );
+  const log = createWriteStream(join(o.runDir, `worker-${rank}.log`), { flags: 'a' });
+  const lastLines: string[] = [];
+  const keep = (line: string) => {
+    log.write(`${line}\n`);
+    lastLines.push(line);
+    if (lastLines.length > KEEP_LINES) lastLines.shift();
+  };
+  byLine(child.stdout, keep);
+  // Native libraries (libtensorflow, CUDA) print plain text on stderr: wrap it so the log stays JSON lines.
+  byLine(child.stderr, (line) => keep(line.startsWith('{') ? line : JSON.stringify({ level: 40, time: Date.now(), role: 'worker', rank, event: 'worker.stderr', msg: line })));
+  const worker: LaunchedWorker = {
+    rank,
+    pid: child.pid ?? -1,
+    child,
+    lastLines,
+    exited: new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        log.end();
+        resolve({ code, signal });
+      });
+    }),
+  };
+  child.on('error', (e) => o.onUnexpectedExit(new WorkerFailure(`worker ${rank} could not start: ${e.message}`, rank)));
+  void worker.exited.then(({ code, signal }) => {
+    if (code === 0) return;
+    o.onUnexpectedExit(
+      new WorkerFailure(
+        `worker ${rank} (pid ${worker.pid}) exited with ${signal ? `signal ${signal}` : `code ${code}`}; last log line: ${describeLine(lastLines.at(-1))} (full log: ${join(o.runDir, `worker-${rank}.log`)})`,
+        rank,
+      ),
     );
-    const log = createWriteStream(join(o.runDir, `worker-${rank}.log`));
-    const lastLines: string[] = [];
-    const keep = (line: string) => {
-      log.write(`${line}\n`);
-      lastLines.push(line);
-      if (lastLines.length > KEEP_LINES) lastLines.shift();
-    };
-    byLine(child.stdout, keep);
-    // Native libraries (libtensorflow, CUDA) print plain text on stderr: wrap it so the log stays JSON lines.
-    byLine(child.stderr, (line) => keep(line.startsWith('{') ? line : JSON.stringify({ level: 40, time: Date.now(), role: 'worker', rank, event: 'worker.stderr', msg: line })));
-    const worker: LaunchedWorker = {
-      rank,
-      pid: child.pid ?? -1,
-      child,
-      lastLines,
-      exited: new Promise((resolve) => {
-        child.on('exit', (code, signal) => {
-          log.end();
-          resolve({ code, signal });
-        });
-      }),
-    };
-    child.on('error', (e) => o.onUnexpectedExit(new WorkerFailure(`worker ${rank} could not start: ${e.message}`, rank)));
-    void worker.exited.then(({ code, signal }) => {
-      if (code === 0) return;
-      o.onUnexpectedExit(
-        new WorkerFailure(
-          `worker ${rank} (pid ${worker.pid}) exited with ${signal ? `signal ${signal}` : `code ${code}`}; last log line: ${describeLine(lastLines.at(-1))} (full log: ${join(o.runDir, `worker-${rank}.log`)})`,
-          rank,
-        ),
-      );
-    });
-    return worker;
   });
+  return worker;
 }
 
 /**

@@ -49,7 +49,11 @@ const workerSchema = z
     ...runtimeOf(ROLE_RUNTIME_KEYS.worker),
     connect: z.string().min(1).describe('coordinator endpoint, e.g. tcp://10.0.0.1:5555'),
     rank: z.number().int().min(0).describe('this worker\'s rank in [0, K)'),
-    receiveTimeout: z.number().min(0).default(0).describe('seconds to wait for the coordinator before giving up (0 = forever)'),
+    receiveTimeout: z
+      .number()
+      .min(0)
+      .default(0)
+      .describe('seconds to wait for the coordinator\'s first answer before giving up (0 = forever); once it has answered, --heartbeat-timeout applies'),
   })
   .strict();
 

@@ -73,6 +73,7 @@ export function startNodeRun(o: NodeRunOptions): NodeRun {
     log,
     signal: controller.signal,
     curve: config.curveKeys ? workerCurve(config.curveKeys, ranks[0]) : undefined,
+    heartbeatTimeoutMs: config.heartbeatTimeout * 1000,
     onBound: (endpoint) => {
       workers = launchWorkers({
         workers: config.workers ?? ranks.length,

@@ -194,6 +194,8 @@ export class RunReporter {
       roundMs,
       bytes: sum((r) => r.bytes),
       crossNodeBytes: this.rounds.some((r) => r.crossNodeBytes !== undefined) ? sum((r) => r.crossNodeBytes ?? 0) : null,
+      dropped: sum((r) => r.left?.length ?? 0),
+      rejoined: sum((r) => r.joined?.length ?? 0),
       final: last ? { online: last.online, offline: last.offline } : null,
       test: this.testResult,
       resumedFrom: this.options.resumedRound > 0 ? this.options.resumedRound : null,
@@ -226,6 +228,8 @@ export class RunReporter {
     ];
     if (t.crossNodeBytes !== null)
       rows.push(['cross-node bytes', `${(t.crossNodeBytes / 1e6).toFixed(1)} MB (${(t.crossNodeBytes / Math.max(1, t.rounds) / 1e6).toFixed(2)} MB per round)`]);
+    if (t.dropped > 0 || t.rejoined > 0)
+      rows.push(['membership', `${t.dropped} worker${t.dropped === 1 ? '' : 's'} dropped, ${t.rejoined} rejoined (ranks per round in metrics.jsonl: left, joined, absent)`]);
     const set = this.evals.at(-1)?.set === 'validation' ? ' (validation)' : '';
     for (const [which, result] of [[set, t.final], [' (test)', t.test]] as const) {
       if (!result) continue;
@@ -291,6 +295,9 @@ export interface RunTotals {
   bytes: number;
   /** Of `bytes`: those exchanged with other machines (null where all workers run beside the coordinator). */
   crossNodeBytes: number | null;
+  /** Workers dropped from the run (died or silent) and workers that rejoined it, over all rounds. */
+  dropped: number;
+  rejoined: number;
   final: { online: EvalMetrics; offline: EvalMetrics } | null;
   /** With a validation set: θ̄ and θ_HWA of the last round scored once on the test set; null otherwise. */
   test: { online: EvalMetrics; offline: EvalMetrics } | null;

@@ -8,6 +8,11 @@
  * pass: never the config hash (with it a stranger would be welcomed), and the differing
  * option values only to a peer that proved its rank's CURVE key — any per-option answer would let a stranger
  * find the options one at a time. The coordinator's own log always names the differences, for the operator.
+ *
+ * Rejoining (elastic runs, docs/processes.md#elastic-workers): a rank the coordinator dropped is released
+ * here, and a new hello for it is decided as a first one. A hello for a rank still in the run is held, not
+ * refused: a restarted worker usually checks in before the coordinator has noticed that its old process is
+ * gone, and its hello is decided once that rank is released. So a second process never displaces a live one.
  */
 import { ProtocolError, diffTraining, type TrainingConfig } from '@hwa/core';
 import { helloProof, sameProof, startZapHandler, type CoordinatorCurve, type Header, type HeaderOf, type ZapHandler } from '@hwa/protocol';
@@ -27,11 +32,19 @@ export interface AdmissionOptions {
   /** The ranks that may check in here (default all K; a node averager admits its node's). */
   ranks?: readonly number[];
   curve?: CoordinatorCurve;
+  /** Hold a hello for a rank that is in the run until that rank is released, instead of refusing it. */
+  holdRejoins?: boolean;
   log: Logger;
 }
 
 /** A hello's outcome: welcomed (the rank is now bound to the connection), or refused with what to tell it. */
-export type Verdict = { welcomed: true } | { welcomed: false; reason: string; logged: string };
+export type Verdict = { welcomed: true } | { welcomed: false; held?: false; reason: string; logged: string } | { welcomed: false; held: true; logged: string };
+
+/** A hello held until its rank is released. */
+export interface HeldHello {
+  identity: Buffer;
+  hello: HeaderOf<'hello'>;
+}
 
 export class Admission {
   /**
@@ -47,6 +60,8 @@ export class Admission {
   private readonly covered = new Set<number>();
   private readonly expected: readonly number[];
   private zap: ZapHandler | null = null;
+  /** Hellos held by the rank they name (see holdRejoins). */
+  private readonly held = new Map<number, HeldHello>();
   /** The synced vector's size, from the options or the first welcomed hello. */
   syncSize: number | undefined;
 
@@ -87,6 +102,10 @@ export class Admission {
     }
     const ranks = Array.from({ length: h.members ?? 1 }, (_, i) => h.rank + i);
     const taken = ranks.find((r) => this.covered.has(r));
+    if (taken !== undefined && this.o.holdRejoins && this.peers.has(h.rank) && this.members.get(h.rank) === ranks.length) {
+      this.held.set(h.rank, { identity, hello: h });
+      return { welcomed: false, held: true, logged: `rank ${h.rank} is still in the run; this hello waits until that rank is dropped` };
+    }
     if (taken !== undefined) return refuse(`rank ${taken} has already checked in (from another process); ranks must be unique`);
     const stranger = ranks.find((r) => !this.expected.includes(r));
     if (stranger !== undefined) return refuse(`rank ${stranger} does not check in here (this one admits ranks ${rangeText(this.expected)})`);
@@ -109,14 +128,36 @@ export class Admission {
   }
 
   /**
+   * Forgets the connection checked in as `rank` (it was dropped): its messages are no longer accepted, and the
+   * rank may check in again. Returns a hello held for that rank, to be decided now.
+   */
+  release(rank: number): HeldHello | undefined {
+    const identity = this.peers.get(rank);
+    if (identity) this.rankOfConnection.delete(identity.toString('hex'));
+    for (const r of this.ranksOf(rank)) this.covered.delete(r);
+    this.peers.delete(rank);
+    this.members.delete(rank);
+    const held = this.held.get(rank);
+    this.held.delete(rank);
+    return held;
+  }
+
+  /** The connections of held hellos (they are told when the run ends). */
+  heldConnections(): Buffer[] {
+    return [...this.held.values()].map((h) => h.identity);
+  }
+
+  /**
    * The rank a message other than hello acts for: that of the welcomed connection it came on, which its
    * rank field (if any) must name. null: an `error` from a connection that is no welcomed worker, which is
-   * logged and must be ignored (else a stranger could stop the run with one).
+   * logged and must be ignored (else a stranger could stop the run with one), or a held worker's heartbeat.
    * @throws ProtocolError for any other message from such a connection, or a rank field naming another rank.
    */
   sender(identity: Buffer, header: Exclude<Header, HeaderOf<'hello'>>): number | null {
     const rank = this.rankOfConnection.get(identity.toString('hex'));
     if (rank === undefined) {
+      // A held hello's worker beats while it waits: alive, but not in the run yet.
+      if (header.type === 'heartbeat' && [...this.held.values()].some((h) => h.identity.equals(identity))) return null;
       if (header.type === 'error') {
         this.o.log.warn(
           { event: 'message.ignored', peer: peerName(identity), reason: header.reason.slice(0, 200) },

@@ -27,9 +27,16 @@
  * Evaluation runs on the workers, each scoring 1/K of the test set, so no process scores the whole set
  * while the others wait (the coordinator only adds the K tallies).
  *
- * Split by concern: admission.ts decides who may act for which rank (hello, CURVE, routing ids),
- * watchdog.ts keeps the join and progress timeouts; this file keeps the pump, the rounds, averaging (with the
- * finite check: a contribution holding NaN or ±Inf is refused for the round) and the broadcasts.
+ * Elastic workers (docs/processes.md#elastic-workers): unless `onWorkerFailure` is `abort`, a contributor that
+ * dies or stays silent past the heartbeat timeout is dropped from the round — the open chunks are averaged
+ * over the vectors that arrived — and one that checks in again for its rank is welcomed at the end of the
+ * round in progress, into the next one, with the restart vector.
+ *
+ * Split by concern: admission.ts decides who may act for which rank (hello, CURVE, routing ids, rejoins),
+ * watchdog.ts keeps the clocks (join, heartbeats, progress), round.ts a round's state, checks and record; this
+ * file keeps the pump, membership, averaging (with the finite check: a contribution holding NaN or ±Inf is
+ * refused for the round) and the broadcasts. It stays over 400 lines because these share the round's buffers
+ * and ordering rules (which buffer a send may still read, when θ̄ is final), best read in one place.
  */
 import { hostname } from 'node:os';
 import {
@@ -47,17 +54,16 @@ import {
   evaluatesAfterRound,
   StagedMean,
   equalWeights,
-  weightedMean,
   weightedMeanCodesRangeInto,
   weightedMeanRangeInto,
   tallyToMetrics,
   type EvalRecord,
   type EvalTally,
   type AveragerState,
-  type Refusal,
   type RoundRecord,
   type RunPlan,
   type TrainingConfig,
+  type WorkerFailurePolicy,
 } from '@hwa/core';
 import {
   PROTOCOL_VERSION,
@@ -81,6 +87,7 @@ import { Context, Router } from 'zeromq';
 import { Admission, contributorName, peerName } from './admission.js';
 import { Watchdog } from './watchdog.js';
 import { outcome, pumpRouter } from './router-pump.js';
+import { checkWeights, counts, expectedContributors, newRound, recordOf, type RoundState } from './round.js';
 
 export interface CoordinatorOptions {
   /** The training options every worker must match. */
@@ -101,8 +108,10 @@ export interface CoordinatorOptions {
   log: Logger;
   /** Called once the socket is bound, with the actual endpoint (port resolved). */
   onBound?(endpoint: string): void;
-  /** Called when a worker checked in. */
+  /** Called when a worker checked in (also when it checks in again to rejoin). */
   onJoin?(info: { rank: number; pid: number; host: string; backend: string; cudaVisibleDevices: string | null }): void;
+  /** Called when a rank was dropped from the run (elastic runs), with the reason. */
+  onLeave?(info: { rank: number; reason: string }): void;
   onRound?(record: RoundRecord): void;
   onEval?(record: EvalRecord): void;
   /** Aborting stops the run: sockets close, run() rejects with the abort reason. */
@@ -115,6 +124,14 @@ export interface CoordinatorOptions {
    * that dies or hangs is otherwise only noticed by a human.
    */
   progressTimeoutMs?: number;
+  /**
+   * A worker that dies (see {@link Coordinator.dropRank}) or is silent this long (ms; 0 or absent = never):
+   * `abort` (the default) stops the run naming it; `respawn` and `continue` drop it from the round and welcome
+   * it back when it checks in again (the launcher restarts it with `respawn`).
+   */
+  onWorkerFailure?: WorkerFailurePolicy;
+  /** Silence after which a checked-in worker counts as failed (ms; 0 or absent = never). Heartbeats go out every second regardless. */
+  heartbeatTimeoutMs?: number;
   /**
    * Move tensors through shared-memory files instead of payload frames (`--transport shm`). Every worker
    * must run on this machine; one that cannot open the files is refused with the reason.
@@ -152,46 +169,20 @@ interface Contributor {
   /** The rank it checked in as (a node averager's first rank). */
   rank: number;
   members: number;
+  identity: Buffer;
   /** Whether its bytes cross to another machine (only known with `localRanks`). */
   remote: boolean;
+  /** In the run (gets every broadcast), dropped, or checked in again and waiting for its welcome. */
+  status: 'in' | 'out' | 'rejoining';
 }
 
-interface RoundState {
-  round: number;
-  /** Chunks received so far per contributor (slot, in rank order). */
-  received: number[];
-  /**
-   * Per chunk: each contributor's payload of it, viewed in place as float32 or as 16-bit codes (null until arrived;
-   * {@link IN_SHARED_MEMORY} when the bytes are in the rank's shared file). Dropped as soon as the chunk is
-   * averaged, so zeromq's receive buffers can be collected.
-   */
-  pending: (Float32Array | Uint16Array | null)[][];
-  /** Per chunk: how many ranks delivered it. */
-  arrivals: number[];
-  chunksAveraged: number;
-  started: number;
-  /** When the round's averages were all computed and queued (its wall time ends here). */
-  ended: number;
-  firstArrival: number;
-  lastArrival: number;
-  meanMs: number;
-  encodeMs: number;
-  offlineMs: number;
-  computeMs: number;
-  /** Each contributor's loss (null: not finite), from its chunk 0. */
-  losses: (number | null)[];
-  /** How many workers each contributor's vector stands for (its `weight`; 1 for a worker). */
-  weights: number[];
-  /** Contributors refused for this round (non-finite loss or weights), by rank, with the reason; the rest are averaged. */
-  refused: Refusal[];
-  /** The slots of the refused contributors. */
-  refusedSlots: Set<number>;
-  samples: number;
-  step: number;
-  lr: number;
-  bytes: number;
-  /** Of `bytes`: those exchanged with contributors on other machines. */
-  crossNodeBytes: number;
+interface EvalWait {
+  online: EvalTally;
+  offline: EvalTally;
+  /** Ranks whose shards are in. */
+  ranks: Set<number>;
+  /** Ranks that took part in the round (and are still in the run): their shards complete it. */
+  expected: Set<number>;
 }
 
 /** Marks a chunk that arrived in shared memory rather than in a frame. */
@@ -204,13 +195,15 @@ export class Coordinator {
   private readonly modelChunks: readonly { offset: number; count: number }[];
   /** The start vector always travels in frames, chunked by chunkFloats (also in shared-memory runs). */
   private readonly welcomeChunks: readonly { offset: number; count: number }[];
-  /** The join and progress timeouts (watchdog.ts). */
+  /** The join, heartbeat and progress clocks (watchdog.ts). */
   private readonly watchdog: Watchdog;
   /** Who may act for which rank: hellos, CURVE, routing ids (admission.ts). */
   private readonly admission: Admission;
   /** routing id of each joined rank */
   private readonly peers: Map<number, Buffer>;
-  private readonly evalTallies = new Map<number, { online: EvalTally; offline: EvalTally; ranks: Set<number> }>();
+  private readonly evalTallies = new Map<number, EvalWait>();
+  private readonly policy: WorkerFailurePolicy;
+  private readonly heartbeat = encode({ v: PROTOCOL_VERSION, type: 'heartbeat' });
   private state: RoundState | null = null;
   /** float32 value of each 16-bit wire code (16-bit dtypes only): the mean decodes through it in its own loop. */
   private readonly codeTable: Float32Array | null;
@@ -249,9 +242,26 @@ export class Coordinator {
         { context: (this.context = new Context()), curveServer: true, curveSecretKey: o.curve.secretKey, zapDomain: 'hwa' }
       : {};
     this.socket = new Router({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, ...curve });
-    this.admission = new Admission({ config: o.config, configHash: o.configHash, syncSize: o.syncSize, workers: o.plan.workers, curve: o.curve, log: o.log });
+    this.policy = o.onWorkerFailure ?? 'abort';
+    this.admission = new Admission({
+      config: o.config,
+      configHash: o.configHash,
+      syncSize: o.syncSize,
+      workers: o.plan.workers,
+      curve: o.curve,
+      holdRejoins: this.policy !== 'abort',
+      log: o.log,
+    });
     this.peers = this.admission.peers;
-    this.watchdog = new Watchdog({ progressTimeoutMs: o.progressTimeoutMs ?? 0, onStall: (ms) => this.stalled(ms) });
+    this.watchdog = new Watchdog({
+      progressTimeoutMs: o.progressTimeoutMs ?? 0,
+      onStall: (ms) => this.stalled(ms),
+      heartbeatTimeoutMs: o.heartbeatTimeoutMs ?? 0,
+      onBeat: () => {
+        for (const identity of this.peers.values()) void this.send(identity, this.heartbeat);
+      },
+      onSilent: (rank, ms) => this.dropRank(rank, `silent for ${(ms / 1000).toFixed(1)} s (--heartbeat-timeout ${(o.heartbeatTimeoutMs ?? 0) / 1000} s); it may have died or hung`),
+    });
     this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial);
     if (o.resume) {
       this.averager.restoreState(o.resume);
@@ -274,10 +284,10 @@ export class Coordinator {
   /** All K ranks are in: one staging slot per connection (a worker or a node averager). */
   private seatContributors(): void {
     const local = this.o.localRanks ? new Set(this.o.localRanks) : null;
-    this.contributors = [...this.peers.keys()].sort((a, b) => a - b).map((rank) => {
+    this.contributors = [...this.peers].sort(([a], [b]) => a - b).map(([rank, identity]) => {
       const members = this.admission.members.get(rank) ?? 1;
       const remote = local !== null && this.admission.ranksOf(rank).some((r) => !local.has(r));
-      return { rank, members, remote };
+      return { rank, members, identity, remote, status: 'in' as const };
     });
     this.contributors.forEach((c, j) => this.slotOf.set(c.rank, j));
     this.stager = new StagedMean(this.contributors.length);
@@ -287,11 +297,17 @@ export class Coordinator {
     });
   }
 
-  /** Bytes of one vector of `floats` sent to every contributor, and how many of them cross to other machines. */
+  /** Bytes of one vector of `floats` sent to every contributor in the run, and how many of them cross to other machines. */
   private broadcastBytes(s: RoundState, floats: number): void {
     const bytes = floats * bytesPerElement(this.o.config.wireDtype);
-    s.bytes += bytes * this.contributors.length;
-    s.crossNodeBytes += bytes * this.contributors.filter((c) => c.remote).length;
+    const to = this.contributors.filter((c) => c.status === 'in');
+    s.bytes += bytes * to.length;
+    s.crossNodeBytes += bytes * to.filter((c) => c.remote).length;
+  }
+
+  /** The connections of the contributors in the run: they get every broadcast. */
+  private recipients(): Contributor[] {
+    return this.contributors.filter((c) => c.status === 'in');
   }
 
   /** Binds, waits for K workers, runs every round; resolves with the final vectors. */
@@ -355,25 +371,26 @@ export class Coordinator {
    * waiting for a round that will not come. Best effort: bounded to a second, then the socket closes anyway.
    */
   private async tellWorkers(error: unknown): Promise<void> {
-    if (this.peers.size === 0 || this.socket.closed) return;
+    const told = [...this.peers.values(), ...this.admission.heldConnections()];
+    if (told.length === 0 || this.socket.closed) return;
     const reason = `the run stopped: ${error instanceof Error ? error.message : String(error)}`;
     const frames = encode({ v: PROTOCOL_VERSION, type: 'error', reason });
     this.socket.linger = 1000; // let libzmq flush these after close()
-    const sends = Promise.all([...this.peers.values()].map((identity) => this.socket.send([identity, ...frames]).catch(() => {})));
+    const sends = Promise.all(told.map((identity) => this.socket.send([identity, ...frames]).catch(() => {})));
     await Promise.race([sends, new Promise((r) => setTimeout(r, 1000).unref())]);
   }
 
   /** The progress timeout fired: stop, naming the ranks whose weights or evaluation are missing. */
   private stalled(ms: number): void {
     const s = this.state;
-    const late = (has: (c: Contributor) => boolean) => this.contributors.filter((c) => !has(c));
+    const late = (has: (c: Contributor) => boolean) => this.contributors.filter((c) => c.status === 'in' && !has(c));
     const names = (cs: Contributor[]) => {
       const workers = cs.filter((c) => c.members === 1).map((c) => c.rank);
       const nodes = cs.filter((c) => c.members > 1).map((c) => contributorName(c.rank, c.members));
       return [...(workers.length ? [`rank${workers.length > 1 ? 's' : ''} ${workers.join(', ')}`] : []), ...nodes].join(' and ');
     };
-    const missingWeights = s ? late((c) => s.received[this.slotOf.get(c.rank) ?? 0] >= this.chunks.length) : [];
-    const evalWaits = [...this.evalTallies].map(([round, t]) => ({ round, missing: late((c) => t.ranks.has(c.rank)) }));
+    const missingWeights = s ? late((c) => s.absent.has(this.slotOf.get(c.rank) ?? 0) || s.received[this.slotOf.get(c.rank) ?? 0] >= this.chunks.length) : [];
+    const evalWaits = [...this.evalTallies].map(([round, t]) => ({ round, missing: late((c) => t.ranks.has(c.rank) || !t.expected.has(c.rank)) }));
     const parts = [
       ...(s && missingWeights.length ? [`the weights of round ${s.round} from ${names(missingWeights)}`] : []),
       ...evalWaits.filter((e) => e.missing.length).map((e) => `the evaluation of round ${e.round} from ${names(e.missing)}`),
@@ -411,6 +428,7 @@ export class Coordinator {
     // Everything else only from the connection welcomed for the header's rank (null: ignored).
     const rank = this.admission.sender(identity, header);
     if (rank === null) return;
+    this.watchdog.heard(rank);
     switch (header.type) {
       case 'weights':
         return this.weights(header, payload);
@@ -433,21 +451,112 @@ export class Coordinator {
     return next;
   }
 
-  /** Checks a worker in (see admission.ts); the run starts once all K are in. */
+  /** Checks a worker in (see admission.ts); the run starts once all K are in, and a dropped rank rejoins. */
   private hello(identity: Buffer, h: HeaderOf<'hello'>): void {
     const verdict = this.admission.hello(identity, h);
     if (!verdict.welcomed) {
+      if (verdict.held) {
+        this.log.info({ event: 'worker.held', rank: h.rank, pid: h.pid }, `worker ${h.rank} (pid ${h.pid}) checked in again: ${verdict.logged}`);
+        return;
+      }
       this.log.warn({ event: 'worker.refused', rank: h.rank, peer: peerName(identity), reason: verdict.logged }, `refused worker ${h.rank}: ${verdict.logged}`);
       void this.send(identity, encode({ v: PROTOCOL_VERSION, type: 'error', reason: verdict.reason }));
       return;
     }
+    this.watchdog.heard(h.rank);
+    const slot = this.slotOf.get(h.rank);
+    const rejoin = slot !== undefined && this.contributors[slot].status === 'out';
     for (const rank of this.admission.ranksOf(h.rank)) {
       const info = { rank, pid: h.pid, host: h.host, backend: h.backend, cudaVisibleDevices: h.cudaVisibleDevices };
       const via = h.members ? ` through ${contributorName(h.rank, h.members)}` : '';
-      this.log.info({ event: 'worker.joined', ...info, node: h.members ? h.rank : undefined }, `worker ${rank} joined${via} (pid ${h.pid} on ${h.host}, backend ${h.backend})`);
+      this.log.info(
+        { event: rejoin ? 'worker.rejoined' : 'worker.joined', ...info, node: h.members ? h.rank : undefined },
+        `worker ${rank} ${rejoin ? 'checked in again' : 'joined'}${via} (pid ${h.pid} on ${h.host}, backend ${h.backend})${rejoin ? '; it rejoins at the next round' : ''}`,
+      );
       this.o.onJoin?.(info);
     }
-    if (this.admission.complete) this.start();
+    if (rejoin) this.rejoin(slot, identity);
+    else if (this.admission.complete && this.contributors.length === 0) this.start();
+  }
+
+  /**
+   * Rank `rank` (or the contributor speaking for it) failed: it died (the launcher saw its process exit) or it
+   * has been silent too long. With `abort` the run stops naming it; otherwise it is dropped from the round in
+   * progress, and its rank may check in again.
+   */
+  dropRank(rank: number, reason: string): void {
+    if (this.finished) return;
+    const slot = this.contributors.findIndex((c) => ranksOf(c).includes(rank));
+    const c = this.contributors[slot];
+    const name = c && c.members > 1 ? contributorName(c.rank, c.members) : `worker ${rank}`;
+    if (this.policy === 'abort') return this.fail(new WorkerFailure(`${name} ${reason}`, rank));
+    if (!c) {
+      // Before the run started: forget its check-in, so that its rank may check in again.
+      if (!this.peers.has(rank)) return;
+      this.log.warn({ event: 'worker.left', rank, reason }, `worker ${rank} left before the run started: ${reason}`);
+      this.watchdog.forget(rank);
+      const held = this.admission.release(rank);
+      if (held) this.hello(held.identity, held.hello);
+      return;
+    }
+    if (c.status === 'out') return;
+    const identity = c.identity;
+    const wasIn = c.status === 'in';
+    c.status = 'out';
+    this.watchdog.forget(c.rank);
+    const ranks = ranksOf(c);
+    // A worker that is alive after all (hung, or cut off) hears why and exits; its launcher may restart it.
+    void this.send(identity, encode({ v: PROTOCOL_VERSION, type: 'error', reason: `${name} was dropped from the run: ${reason}` }));
+    const held = this.admission.release(c.rank);
+    const s = this.state;
+    const left = this.recipients().reduce((a, x) => a + x.members, 0);
+    this.log.warn(
+      { event: 'worker.dropped', rank: c.rank, ranks, round: s?.round, reason, workersLeft: left },
+      `dropped ${name} from the run${s ? ` in round ${s.round}` : ''}: ${reason}; ${left > 0 ? `the run goes on with ${left} worker${left > 1 ? 's' : ''}` : 'no worker is left; waiting for one to check in again'}`,
+    );
+    this.o.onLeave?.({ rank: c.rank, reason });
+    for (const [round, wait] of this.evalTallies) {
+      for (const r of ranks) wait.expected.delete(r);
+      this.completeEvaluation(round);
+    }
+    if (s && wasIn && !s.absent.has(slot)) {
+      s.absent.add(slot);
+      s.leftRanks.push(...ranks);
+      // Its chunks not yet averaged no longer count; chunks that now have every expected copy are averaged.
+      s.pending.forEach((copies, chunk) => {
+        if (s.averaged[chunk] || !copies[slot]) return;
+        copies[slot] = null;
+        s.arrivals[chunk]--;
+      });
+      if (expectedContributors(s) > 0)
+        for (let chunk = 0; chunk < this.chunks.length && this.state === s; chunk++)
+          if (!s.averaged[chunk] && s.arrivals[chunk] === expectedContributors(s)) this.averageChunk(s, chunk);
+    }
+    if (held) this.hello(held.identity, held.hello);
+  }
+
+  /**
+   * A dropped contributor checked in again: welcomed into the next round once the one in progress is complete,
+   * at once when no round is running any more, and into the round in progress when that one has nobody left.
+   */
+  private rejoin(slot: number, identity: Buffer): void {
+    const c = this.contributors[slot];
+    c.identity = identity;
+    const s = this.state;
+    if (s && expectedContributors(s) > 0) {
+      c.status = 'rejoining';
+      s.welcomeAfter.push(slot);
+      return;
+    }
+    this.flushFinish();
+    c.status = 'in';
+    if (!s) return this.welcome([c], this.o.plan.rounds + 1);
+    // Nobody is left in round s: it starts over with whoever is back, from the last round's restart vector.
+    const back = this.contributors.filter((x) => x.status === 'rejoining' || x === c);
+    for (const x of back) x.status = 'in';
+    this.log.info({ event: 'round.restarted', round: s.round }, `round ${s.round} starts over with ${back.map((x) => contributorName(x.rank, x.members)).join(', ')}`);
+    this.beginRound(s.round, back.flatMap(ranksOf));
+    this.welcome(back, s.round);
   }
 
   private start(): void {
@@ -459,6 +568,11 @@ export class Coordinator {
     );
     const next = this.averager.round + 1; // 1, or the round after a resumed checkpoint's
     this.beginRound(next);
+    this.welcome(this.contributors, next);
+  }
+
+  /** Welcomes `to` into round `next` with the restart vector (always in frames). */
+  private welcome(to: readonly Contributor[], next: number): void {
     this.broadcastVector(this.averager.restart, this.welcomeChunks, (tensor, rank) => ({
       v: PROTOCOL_VERSION,
       type: 'welcome',
@@ -467,60 +581,31 @@ export class Coordinator {
       nextRound: next,
       shared: this.shared?.dir,
       tensor,
-    }), this.encodeScratch, null);
+    }), this.encodeScratch, null, to);
   }
 
-  private beginRound(round: number): void {
-    const k = this.contributors.length;
-    this.state = {
-      round,
-      received: new Array<number>(k).fill(0),
-      pending: this.chunks.map(() => new Array<Float32Array | null>(k).fill(null)),
-      arrivals: this.chunks.map(() => 0),
-      chunksAveraged: 0,
-      started: performance.now(),
-      ended: 0,
-      firstArrival: 0,
-      lastArrival: 0,
-      meanMs: 0,
-      encodeMs: 0,
-      offlineMs: 0,
-      computeMs: 0,
-      losses: new Array<number | null>(k).fill(null),
-      weights: new Array<number>(k).fill(1),
-      refused: [],
-      refusedSlots: new Set(),
-      samples: 0,
-      step: 0,
-      lr: 0,
-      bytes: 0,
-      crossNodeBytes: 0,
-    };
+  /** Round `round` begins: it waits for the contributors in the run; `joined` are the ranks welcomed into it. */
+  private beginRound(round: number, joined: number[] = []): void {
+    const absent = this.contributors.flatMap((c, j) => (c.status === 'in' ? [] : [j]));
+    this.state = newRound(round, this.contributors.length, this.chunks.length, absent, absent.flatMap((j) => ranksOf(this.contributors[j])), joined);
   }
 
   private weights(h: HeaderOf<'weights'>, payload: Buffer | undefined): void {
     const s = this.state;
-    if (!s) throw new ProtocolError(`weights from rank ${h.rank} before the run started`);
-    if (h.round !== s.round) throw new ProtocolError(`weights of round ${h.round} from rank ${h.rank}, expected round ${s.round}`);
-    const chunk = this.chunks[h.tensor.chunk];
-    if (!chunk || h.tensor.chunks !== this.chunks.length || h.tensor.offset !== chunk.offset || h.tensor.count !== chunk.count || h.tensor.length !== this.o.syncSize)
-      throw new ProtocolError(
-        `weights chunk ${h.tensor.chunk}/${h.tensor.chunks} [${h.tensor.offset}, +${h.tensor.count}) of ${h.tensor.length} from rank ${h.rank} does not fit this run's ${this.chunks.length} chunks of ${this.o.syncSize} floats`,
-      );
-    if (h.tensor.dtype !== this.o.config.wireDtype)
-      throw new ProtocolError(`weights from rank ${h.rank} in ${h.tensor.dtype}, this run uses ${this.o.config.wireDtype}`);
     const slot = this.slotOf.get(h.rank) ?? -1;
     const contributor = this.contributors[slot];
-    if (!contributor) throw new ProtocolError(`weights from rank ${h.rank}, which does not contribute to rounds`);
+    const members = contributor?.members ?? 1;
+    checkWeights(s, h, {
+      chunks: this.chunks,
+      syncSize: this.o.syncSize,
+      wireDtype: this.o.config.wireDtype,
+      shared: this.shared !== null,
+      slot: contributor?.status === 'in' ? slot : -1,
+      members,
+      name: contributorName(h.rank, members),
+    });
+    if (!s) return;
     const weight = h.weight ?? 1;
-    if (weight > contributor.members)
-      throw new ProtocolError(`weights from ${contributorName(h.rank, contributor.members)} claim to be the mean of ${weight} workers, more than its ${contributor.members}`);
-    if (s.pending[h.tensor.chunk][slot] || s.received[slot] > h.tensor.chunk)
-      throw new ProtocolError(`duplicate chunk ${h.tensor.chunk} of round ${h.round} from rank ${h.rank}`);
-    if (Boolean(h.tensor.shared) !== Boolean(this.shared))
-      throw new ProtocolError(
-        `weights from rank ${h.rank} ${h.tensor.shared ? 'in shared memory, but this run sends tensors in frames' : 'in a frame, but this run moves tensors through shared memory'}`,
-      );
     const view = h.tensor.shared ? IN_SHARED_MEMORY : this.payloadView(h.rank, h.tensor, payload);
     this.watchdog.progress();
     const now = performance.now();
@@ -540,7 +625,7 @@ export class Coordinator {
     }
     s.received[slot]++;
     s.pending[h.tensor.chunk][slot] = view;
-    if (++s.arrivals[h.tensor.chunk] === this.contributors.length) {
+    if (++s.arrivals[h.tensor.chunk] === expectedContributors(s)) {
       s.lastArrival = now;
       this.averageChunk(s, h.tensor.chunk);
     }
@@ -569,8 +654,9 @@ export class Coordinator {
     const target = vector.subarray(offset, offset + count);
     if (this.shared) {
       if (!this.averageShared(s, vector, offset, count)) return;
-    } else if (!this.averageFinite(s, target, s.pending[index] as (Float32Array | Uint16Array)[], count, offset)) return;
+    } else if (!this.averageFinite(s, target, s.pending[index], count, offset)) return;
     s.pending[index].fill(null);
+    s.averaged[index] = true;
     s.chunksAveraged++;
     s.meanMs += performance.now() - t0;
     const complete = s.chunksAveraged === this.chunks.length;
@@ -598,7 +684,7 @@ export class Coordinator {
   }
 
   /**
-   * vector[offset, offset + count) = the mean of the K ranks' shared weights files over that range, and the
+   * vector[offset, offset + count) = the mean of the expected ranks' shared weights files over that range, and the
    * same range of the `average` file. Block by block: each rank's block is read straight into the kernel's
    * staging slots (the read is the transfer), averaged, and written out while it is still in cache.
    */
@@ -609,8 +695,10 @@ export class Coordinator {
     const slots = this.codeTable ? this.codeSlots : this.contributors.map((_, j) => this.stager.slot(j));
     for (let start = offset; start < offset + count; start += block) {
       const n = Math.min(block, offset + count - start);
-      this.contributors.forEach((c, j) => shared.read('weights', c.rank, this.stager.slotBytes(j), start, n));
-      const kernel = s.refused.length === 0 && !this.codeTable && equalWeights(s.weights);
+      this.contributors.forEach((c, j) => {
+        if (!s.absent.has(j)) shared.read('weights', c.rank, this.stager.slotBytes(j), start, n);
+      });
+      const kernel = s.refused.length === 0 && s.absent.size === 0 && !this.codeTable && equalWeights(s.weights);
       if (kernel) this.stager.meanOfSlots(online, start, n);
       if (!this.averageFinite(s, online.subarray(start, start + n), slots, n, start, kernel)) return false;
       shared.write('average', 0, tensorFrame(online, start, n, dtype, this.encodeScratch.subarray(start * 2, (start + n) * 2)), start);
@@ -619,17 +707,18 @@ export class Coordinator {
   }
 
   /**
-   * out[0, n) = the mean of the contributions not refused this round (`inputs[j]`, float32 or 16-bit codes,
-   * each indexed [0, n)), weighted by the workers each stands for, checked finite: by the SIMD kernel as it stores the mean (float32 with all K), else
+   * out[0, n) = the mean of the contributions that count this round (`inputs[j]`, float32 or 16-bit codes,
+   * each indexed [0, n); null for an absent one), weighted by the workers each stands for, checked finite: by
+   * the SIMD kernel as it stores the mean (float32 with all K), else
    * by one pass over the output while it is in cache — never a pass per input. Only when the output is not
    * finite are the inputs looked at, to find and refuse the ranks at fault, and the mean is taken again
    * without them (docs/algorithm.md#numerics). `done`: out already holds the kernel's mean of all K.
    * @returns false when no contribution is left: the run has been failed with a DivergenceError.
    */
-  private averageFinite(s: RoundState, out: Float32Array, inputs: readonly (Float32Array | Uint16Array)[], n: number, at: number, done = false): boolean {
+  private averageFinite(s: RoundState, out: Float32Array, inputs: readonly (Float32Array | Uint16Array | null)[], n: number, at: number, done = false): boolean {
     for (;;) {
-      const kept = inputs.filter((_, j) => !s.refusedSlots.has(j));
-      const weights = s.weights.filter((_, j) => !s.refusedSlots.has(j));
+      const kept = inputs.filter((_, j) => counts(s, j)) as (Float32Array | Uint16Array)[];
+      const weights = s.weights.filter((_, j) => counts(s, j));
       if (kept.length === 0) {
         this.fail(new DivergenceError(divergedMessage(s.round, s.refused), s.round));
         return false;
@@ -646,7 +735,7 @@ export class Coordinator {
       }
       if (!nonFinite) return true;
       inputs.forEach((input, slot) => {
-        if (s.refusedSlots.has(slot)) return;
+        if (!input || !counts(s, slot)) return;
         const i =
           input instanceof Float32Array
             ? firstNonFinite(input, 0, n)
@@ -666,7 +755,7 @@ export class Coordinator {
     const { rank, members } = this.contributors[slot];
     s.refusedSlots.add(slot);
     s.refused.push({ rank, reason: why });
-    const left = s.weights.reduce((a, w, j) => a + (s.refusedSlots.has(j) ? 0 : w), 0);
+    const left = s.weights.reduce((a, w, j) => a + (counts(s, j) ? w : 0), 0);
     this.log.warn(
       { event: 'round.refused', round: s.round, rank, reason: why },
       `refused ${contributorName(rank, members)}'s contribution to round ${s.round}: ${why}; ${left > 0 ? `the round averages the other ${left} worker${left > 1 ? 's' : ''}` : 'no worker is left'}`,
@@ -684,7 +773,7 @@ export class Coordinator {
     this.completeRound(pending.s, pending.evaluate);
   }
 
-  /** Queues chunk `index` of this round's θ̄ (`vector`) to every worker. */
+  /** Queues chunk `index` of this round's θ̄ (`vector`) to every worker in the run. */
   private sendAverageChunk(s: RoundState, index: number, evaluate: boolean, vector: Float32Array): void {
     const { offset, count } = this.chunks[index];
     const t0 = performance.now();
@@ -702,15 +791,24 @@ export class Coordinator {
       },
       frame,
     );
-    for (const identity of this.peers.values()) void this.send(identity, header);
+    for (const c of this.recipients()) void this.send(c.identity, header);
     this.broadcastBytes(s, count);
   }
 
-  /** Round s has all its averages: the next round's weights are accepted from now on. */
+  /**
+   * Round s has all its averages: the next round's weights are accepted from now on. Its evaluation waits for
+   * the ranks that took part in it; contributors that checked in again during it join the next round.
+   */
   private endRound(s: RoundState): void {
     s.ended = performance.now();
-    if (evaluatesAfterRound(this.o.plan, s.round)) this.evalTallies.set(s.round, { online: zeroTally(), offline: zeroTally(), ranks: new Set() });
-    if (s.round < this.o.plan.rounds) this.beginRound(s.round + 1);
+    if (evaluatesAfterRound(this.o.plan, s.round)) {
+      const expected = new Set(this.contributors.flatMap((c, j) => (s.absent.has(j) ? [] : ranksOf(c))));
+      this.evalTallies.set(s.round, { online: zeroTally(), offline: zeroTally(), ranks: new Set(), expected });
+    }
+    const joining = s.welcomeAfter.map((j) => this.contributors[j]).filter((c) => c.status === 'rejoining');
+    for (const c of joining) c.status = 'in';
+    s.welcomeAfter = joining.map((c) => this.slotOf.get(c.rank) as number);
+    if (s.round < this.o.plan.rounds) this.beginRound(s.round + 1, joining.flatMap(ranksOf));
     else this.state = null;
   }
 
@@ -723,48 +821,25 @@ export class Coordinator {
       const offline = this.averager.offline;
       s.offlineMs += performance.now() - tOffline;
       const t0 = performance.now();
+      const to = this.recipients().filter((c) => !s.welcomeAfter.includes(this.slotOf.get(c.rank) as number));
       this.broadcastVector(offline, this.modelChunks, (tensor) => ({
         v: PROTOCOL_VERSION,
         type: 'offline',
         round: s.round,
         tensor,
-      }), this.offlineScratch, this.shared);
+      }), this.offlineScratch, this.shared, to);
       s.encodeMs += performance.now() - t0;
       this.broadcastBytes(s, this.o.modelSize);
     }
-    // A round's wall time ends when its averages are out; its deferred offline update (if any) overlaps the
-    // next round's transfers and is counted here all the same, in averageMs.
-    const wallMs = s.ended - s.started;
-    const waitMs = s.lastArrival - s.firstArrival;
-    const averageMs = s.meanMs + s.encodeMs + s.offlineMs;
-    const record: RoundRecord = {
-      round: s.round,
-      epoch: epochAfterRound(this.o.plan, s.round),
-      step: s.step,
-      loss: meanLoss(s),
-      lr: s.lr,
-      samples: s.samples,
-      wallMs,
-      computeMs: s.computeMs,
-      waitMs,
-      averageMs,
-      meanMs: s.meanMs,
-      encodeMs: s.encodeMs,
-      offlineMs: s.offlineMs,
-      // What is neither compute, straggler wait nor averaging is moving bytes (send, receive, decode).
-      sendMs: Math.max(0, wallMs - s.computeMs - waitMs - averageMs),
-      bytes: s.bytes,
-      ...(this.o.localRanks ? { crossNodeBytes: s.crossNodeBytes } : {}),
-      commMs: Math.max(0, wallMs - s.computeMs),
-      ...(s.refused.length ? { refused: s.refused.flatMap((r) => this.admission.ranksOf(r.rank)).sort((a, b) => a - b) } : {}),
-    };
-    this.o.onRound?.(record);
+    // Back in the run from the next round on: welcomed with this round's restart vector.
+    this.welcome(s.welcomeAfter.map((j) => this.contributors[j]), s.round + 1);
+    this.o.onRound?.(recordOf(this.o.plan, s, s.refused.flatMap((r) => ranksOf(this.contributors[this.slotOf.get(r.rank) as number])), this.o.localRanks !== undefined));
   }
 
   /**
-   * Sends `vector` chunk by chunk to every worker: each chunk is encoded once, then either written once to the
-   * shared `offline` file (given `sharedOffline`: θ_HWA in a shared-memory run; the headers say so) or queued as
-   * the same payload frame to each worker.
+   * Sends `vector` chunk by chunk to the contributors `to`: each chunk is encoded once, then either written once
+   * to the shared `offline` file (given `sharedOffline`: θ_HWA in a shared-memory run; the headers say so) or
+   * queued as the same payload frame to each of them.
    */
   private broadcastVector(
     vector: Float32Array,
@@ -772,13 +847,15 @@ export class Coordinator {
     header: (tensor: TensorDescriptor, rank: number) => Header,
     scratch: Uint8Array,
     sharedOffline: SharedTensorFiles | null,
+    to: readonly Contributor[],
   ): void {
+    if (to.length === 0) return;
     const dtype = this.o.config.wireDtype;
     chunks.forEach(({ offset, count }, chunk) => {
       const frame = tensorFrame(vector, offset, count, dtype, scratch.subarray(offset * 2, (offset + count) * 2));
       sharedOffline?.write('offline', 0, frame, offset);
       const tensor: TensorDescriptor = { dtype, length: vector.length, offset, count, chunk, chunks: chunks.length, shared: sharedOffline ? true : undefined };
-      for (const [rank, identity] of this.peers) void this.send(identity, encode(header(tensor, rank), sharedOffline ? undefined : frame));
+      for (const c of to) void this.send(c.identity, encode(header(tensor, c.rank), sharedOffline ? undefined : frame));
     });
   }
 
@@ -786,26 +863,37 @@ export class Coordinator {
     const tally = this.evalTallies.get(h.round);
     if (!tally) throw new ProtocolError(`evaluation of round ${h.round} from rank ${h.rank}, which was not an evaluation round`);
     if (tally.ranks.has(h.rank)) throw new ProtocolError(`duplicate evaluation of round ${h.round} from rank ${h.rank}`);
+    if (!tally.expected.has(h.rank)) throw new ProtocolError(`evaluation of round ${h.round} from rank ${h.rank}, which took no part in that round`);
     // A node averager's evaluation is the sum over its ranks' shards.
     for (const rank of this.admission.ranksOf(h.rank)) tally.ranks.add(rank);
     this.watchdog.progress();
     tally.online = addTally(tally.online, h.online);
     tally.offline = addTally(tally.offline, h.offline);
-    if (tally.ranks.size < this.o.plan.workers) return;
-    this.evalTallies.delete(h.round);
-    this.o.onEval?.({
-      round: h.round,
-      epoch: epochAfterRound(this.o.plan, h.round),
-      set: this.o.evalSet ?? 'test',
-      online: tallyToMetrics(tally.online),
-      offline: tallyToMetrics(tally.offline),
-    });
-    if (h.round === this.o.plan.rounds) void this.finish();
+    this.completeEvaluation(h.round);
+  }
+
+  /**
+   * The evaluation of `round` is complete once every rank that took part in the round and is still in the run
+   * has sent its shard's tally (a rank dropped since leaves its shard out).
+   */
+  private completeEvaluation(round: number): void {
+    const tally = this.evalTallies.get(round);
+    if (!tally || [...tally.expected].some((r) => !tally.ranks.has(r))) return;
+    this.evalTallies.delete(round);
+    if (tally.online.count > 0)
+      this.o.onEval?.({
+        round,
+        epoch: epochAfterRound(this.o.plan, round),
+        set: this.o.evalSet ?? 'test',
+        online: tallyToMetrics(tally.online),
+        offline: tallyToMetrics(tally.offline),
+      });
+    if (round === this.o.plan.rounds) void this.finish();
   }
 
   private async finish(): Promise<void> {
     const frames = encode({ v: PROTOCOL_VERSION, type: 'done', round: this.o.plan.rounds });
-    await Promise.all([...this.peers.values()].map((identity) => this.send(identity, frames)));
+    await Promise.all(this.recipients().map((c) => this.send(c.identity, frames)));
     this.log.info({ event: 'run.finished', rounds: this.averager.round }, `run finished after ${this.averager.round} rounds`);
     if (this.finished) return;
     this.finished = true;
@@ -831,8 +919,7 @@ export function endpointError(endpoint: string, what: 'bind' | 'connect', e: unk
   return new ResourceError(`cannot ${what} ${endpoint}: ${message}${code ? ` (${code})` : ''}`);
 }
 
-/** The round's mean training loss over the contributions that counted, each worth the workers it stands for. */
-function meanLoss(s: RoundState): number {
-  const counted = s.losses.map((l, j) => (l !== null && !s.refusedSlots.has(j) ? j : -1)).filter((j) => j >= 0);
-  return weightedMean(counted.map((j) => s.losses[j] as number), counted.map((j) => s.weights[j]));
+/** The ranks a contributor speaks for (also after admission has released it). */
+function ranksOf(c: Contributor): number[] {
+  return Array.from({ length: c.members }, (_, i) => c.rank + i);
 }

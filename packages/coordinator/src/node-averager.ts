@@ -17,6 +17,8 @@
  * A worker whose loss or weights are not finite is left out of the node's mean, which then stands for fewer
  * workers (`weight`); when none is left the node sends `loss: null` and the coordinator refuses it. Any
  * failure (a worker's error, the launcher's abort, the coordinator ending the run) is told to both sides.
+ * Heartbeats: the node beats every second both to the coordinator (for its ranks) and to its workers; a worker
+ * of the node that dies is the launcher's to notice (its process exits), so the node does not time them out.
  */
 import { hostname } from 'node:os';
 import {
@@ -45,6 +47,7 @@ import {
   randomRoutingId,
   roundChunkPlan,
   chunkPlan,
+  heartbeatIntervalMs,
   tensorFrame,
   type Header,
   type HeaderOf,
@@ -79,6 +82,8 @@ export interface NodeAveragerOptions {
   onBound?(endpoint: string): void;
   /** CURVE toward the coordinator, with the key pair of this node's first rank. */
   curve?: WorkerCurve;
+  /** `--heartbeat-timeout` (ms; 0 = never): sets how often the node beats (see heartbeatIntervalMs). */
+  heartbeatTimeoutMs?: number;
 }
 
 /** What one local worker sent for the round in progress. */
@@ -153,6 +158,9 @@ export class NodeAverager {
       const endpoint = this.local.lastEndpoint ?? this.o.bind;
       this.o.log.info({ event: 'node.bound', endpoint, ranks: this.o.ranks }, `node averager of ranks ${rangeText(this.o.ranks)} listening on ${endpoint}`);
       this.o.onBound?.(endpoint);
+      const beats = setInterval(() => this.beat(), heartbeatIntervalMs(this.o.heartbeatTimeoutMs ?? 0));
+      beats.unref();
+      void done.finally(() => clearInterval(beats)).catch(() => {});
       void pumpRouter({
         socket: this.local,
         workers: this.o.workers,
@@ -207,6 +215,14 @@ export class NodeAverager {
     this.upChain = this.upChain.then(() => socket.send(frames)).catch((e) => this.fail(e));
   }
 
+  /** The node's heartbeat, to its workers and (once it has joined) to the coordinator. */
+  private beat(): void {
+    if (this.finished) return;
+    const down = encode({ v: PROTOCOL_VERSION, type: 'heartbeat' });
+    for (const [, identity] of this.workersHere) this.sendLocal(identity, down);
+    if (this.upstream) this.sendUp(encode({ v: PROTOCOL_VERSION, type: 'heartbeat', rank: this.first }));
+  }
+
   /** Each of the node's workers, with its rank. */
   private get workersHere(): [number, Buffer][] {
     return [...this.admission.peers];
@@ -255,7 +271,7 @@ export class NodeAverager {
     const verdict = this.admission.hello(identity, h);
     if (!verdict.welcomed) {
       this.o.log.warn({ event: 'worker.refused', rank: h.rank, reason: verdict.logged }, `refused worker ${h.rank}: ${verdict.logged}`);
-      this.sendLocal(identity, encode({ v: PROTOCOL_VERSION, type: 'error', reason: verdict.reason }));
+      this.sendLocal(identity, encode({ v: PROTOCOL_VERSION, type: 'error', reason: verdict.held ? verdict.logged : verdict.reason }));
       return;
     }
     this.o.log.info({ event: 'worker.joined', rank: h.rank, pid: h.pid }, `worker ${h.rank} joined the node (pid ${h.pid}, backend ${h.backend})`);
@@ -336,6 +352,8 @@ export class NodeAverager {
       case 'average':
       case 'offline':
         return this.relayChunk(header, payload);
+      case 'heartbeat':
+        return;
       case 'done':
         for (const [, identity] of this.workersHere) this.sendLocal(identity, encode(header));
         this.o.log.info({ event: 'node.done', round: header.round }, `run finished after round ${header.round}`);

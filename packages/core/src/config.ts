@@ -42,6 +42,7 @@ function builtInOrFile<T extends readonly string[]>(names: T, files: RegExp[], w
       message: `must be one of ${names.join(', ')}, or ${what}`,
     });
 }
+export const WORKER_FAILURE_POLICIES = ['respawn', 'continue', 'abort'] as const;
 
 export const trainingShape = {
   mode: z
@@ -139,6 +140,17 @@ export const runtimeShape = {
     .min(0)
     .default(1800)
     .describe('seconds the coordinator waits without weights or evaluations from a worker it needs before stopping the run with a checkpoint, naming the rank (0 = forever)'),
+  onWorkerFailure: z
+    .enum(WORKER_FAILURE_POLICIES)
+    .optional()
+    .describe(
+      'a worker that dies or stays silent past --heartbeat-timeout: respawn = drop it from the round and start it again (it rejoins at the next round), continue = drop it and go on with the others (it may rejoin), abort = stop the run naming it (default respawn for hwa train, continue for hwa coordinator, abort for hwa launch)',
+    ),
+  heartbeatTimeout: z
+    .number()
+    .min(0)
+    .default(10)
+    .describe('seconds of silence after which the coordinator drops a worker and a worker gives up on its coordinator; both sides send a heartbeat every second (0 = never)'),
   // torchrun's rendezvous join_timeout is 600 s too: nodes of a cluster job may start minutes apart.
   joinTimeout: z
     .number()
@@ -169,7 +181,7 @@ export const runtimeShape = {
  */
 const NOT_FOR_ROLE = {
   coordinator: ['inProcess', 'gpus'],
-  worker: ['inProcess', 'gpus', 'transport', 'resume', 'checkpointEvery', 'progressTimeout', 'joinTimeout', 'progress', 'progressEvery', 'json', 'tensorboard'],
+  worker: ['inProcess', 'gpus', 'transport', 'resume', 'checkpointEvery', 'progressTimeout', 'onWorkerFailure', 'joinTimeout', 'progress', 'progressEvery', 'json', 'tensorboard'],
 } as const satisfies Record<string, readonly (keyof typeof runtimeShape)[]>;
 
 /** The runtime option keys a standalone role reads. */
@@ -215,6 +227,7 @@ export type WireDtype = (typeof WIRE_DTYPES)[number];
 export type Transport = (typeof TRANSPORTS)[number];
 export type LossName = (typeof LOSSES)[number];
 export type OptimizerName = (typeof OPTIMIZERS)[number];
+export type WorkerFailurePolicy = (typeof WORKER_FAILURE_POLICIES)[number];
 
 export const TRAINING_KEYS = Object.keys(trainingShape) as (keyof TrainingConfig)[];
 

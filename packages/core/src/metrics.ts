@@ -2,6 +2,8 @@
  * The records a run produces, the same for the in-process reference and the distributed runtime, so that
  * reporting (progress, JSONL metrics, summary) is written once.
  */
+import { weightedMean } from './node-average.js';
+import { epochAfterRound, type RunPlan } from './plan.js';
 
 /** One model's result on an evaluation set, summed over evaluation shards. */
 export interface EvalTally {
@@ -72,6 +74,14 @@ export interface RoundRecord {
    * θ̄ is then the mean of the others' vectors. Absent when every rank counted.
    */
   refused?: number[];
+  /**
+   * Membership (elastic workers, docs/processes.md#elastic-workers): ranks that left the run during this
+   * round (died, or silent past --heartbeat-timeout), ranks that rejoined at its start, and the ranks that took
+   * no part in it at all. θ̄ is the mean of the vectors that arrived. Each absent when empty.
+   */
+  left?: number[];
+  joined?: number[];
+  absent?: number[];
 }
 
 export interface EvalRecord {
@@ -112,4 +122,32 @@ export function tallyToMetrics(t: EvalTally): EvalMetrics {
 /** Test-set range [start, end) that shard `rank` of `workers` evaluates. */
 export function shardRange(count: number, workers: number, rank: number): { start: number; end: number } {
   return { start: Math.floor((rank * count) / workers), end: Math.floor(((rank + 1) * count) / workers) };
+}
+
+/** What a round record is made of, beyond what {@link roundRecord} derives. */
+export type RoundFacts = Omit<RoundRecord, 'epoch' | 'loss' | 'refused' | 'left' | 'joined' | 'absent'> & {
+  /** The loss of each contribution that counted, and how many workers each stands for (default 1 each). */
+  losses: readonly number[];
+  weights?: readonly number[];
+  refused?: readonly number[];
+  left?: readonly number[];
+  joined?: readonly number[];
+  absent?: readonly number[];
+};
+
+/**
+ * A round's record, the same for the coordinator and the in-process reference: the epoch from the plan, the
+ * loss as the mean over the contributions that counted (each worth its workers), and the rank lists sorted and
+ * left out when empty.
+ */
+export function roundRecord(plan: RunPlan, facts: RoundFacts): RoundRecord {
+  const { losses, weights, refused, left, joined, absent, ...rest } = facts;
+  const ranks = (list: readonly number[] | undefined) => (list?.length ? [...list].sort((a, b) => a - b) : undefined);
+  const lists = { refused: ranks(refused), left: ranks(left), joined: ranks(joined), absent: ranks(absent) };
+  return {
+    ...rest,
+    epoch: epochAfterRound(plan, facts.round),
+    loss: weightedMean(losses, weights ?? losses.map(() => 1)),
+    ...Object.fromEntries(Object.entries(lists).filter(([, v]) => v !== undefined)),
+  };
 }

@@ -123,8 +123,11 @@ export class LocalTrainer {
     if (this.localStateSize > 0) this.sgd.writeState(state, 0);
   }
 
-  /** Runs the local steps of round `round` (1-based). */
-  runRound(round: number): RoundResult {
+  /**
+   * Runs the local steps of round `round` (1-based). `onStep` is called after each step: the worker sends its
+   * heartbeat from there, since a round blocks the event loop for its whole length.
+   */
+  runRound(round: number, onStep?: () => void): RoundResult {
     const started = performance.now();
     const { first, end } = roundSteps(this.plan, round);
     let lr = 0;
@@ -133,6 +136,7 @@ export class LocalTrainer {
       const { x, y } = this.batches.tensors(this.order.batch(step));
       // Adam's step count restarts with its state: at each round with --momentum-sync reset.
       this.sgd.run(x, y, lr, this.config.momentumSync === 'reset' ? step - first + 1 : step + 1);
+      onStep?.();
     }
     const steps = end - first;
     const loss = this.sgd.takeLossSum() / Math.max(1, steps);

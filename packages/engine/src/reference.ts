@@ -11,6 +11,7 @@ import {
   epochAfterRound,
   evaluatesAfterRound,
   makePlan,
+  roundRecord,
   tallyToMetrics,
   type AveragerState,
   type EvalRecord,
@@ -104,13 +105,12 @@ export async function trainInProcess(config: TrainingConfig, workload: Workload 
       break;
     }
     for (const r of refused) hooks.onRefused?.(round, r.rank, r.reason);
-    const accepted = results.filter((_, k) => !refused.some((r) => r.rank === k));
+    const counted = results.filter((_, k) => !refused.some((r) => r.rank === k));
     const averageMs = performance.now() - averageStart;
-    const record: RoundRecord = {
+    const record = roundRecord(plan, {
       round,
-      epoch: epochAfterRound(plan, round),
       step: results[0].step,
-      loss: accepted.reduce((a, r) => a + r.loss, 0) / accepted.length,
+      losses: counted.map((r) => r.loss),
       lr: results[0].lr,
       samples: results.reduce((a, r) => a + r.samples, 0),
       wallMs: 0,
@@ -120,8 +120,8 @@ export async function trainInProcess(config: TrainingConfig, workload: Workload 
       waitMs: 0,
       averageMs,
       bytes: 0,
-      ...(refused.length ? { refused: refused.map((r) => r.rank) } : {}),
-    };
+      refused: refused.map((r) => r.rank),
+    });
     // Round time covers training and averaging; evaluation is not part of a round (as in the distributed run,
     // where workers evaluate between rounds and the coordinator's round clock does not see it).
     record.wallMs = performance.now() - started;

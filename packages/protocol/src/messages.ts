@@ -9,7 +9,7 @@
  * worker → hello            coordinator → welcome (+ start vector, possibly in chunks)
  * repeat:  worker → weights (+ θ_k chunks)    coordinator → average (+ restart vector chunks)
  *          if average.evaluate: coordinator → offline (+ θ_HWA chunks); worker → eval
- * coordinator → done          (either side may send error; workers send heartbeat while busy)
+ * coordinator → done          (either side may send error; both send heartbeat every second)
  * ```
  * `offline` carries θ_HWA so that workers can evaluate both models, and `eval` their results; the optional
  * `hello.config` and `weights.stats.lr` serve diagnostics only.
@@ -18,11 +18,13 @@
  * `weights.stats.loss` be null (the worker's loss was not finite: the coordinator refuses that contribution).
  * Version 4 added `hello.members` and `weights.weight` (two-level averaging: a node averager speaks for its
  * node's ranks and sends their mean, worth that many workers; its `eval` sums theirs).
+ * Version 5 made heartbeats go both ways (the coordinator's carry no `rank`): each side drops or gives up on a
+ * peer silent past `--heartbeat-timeout`, and a worker may check in again for a rank that was dropped.
  */
 import type { WireDtype } from '@hwa/core';
 
 /** Bump on any change to a header's fields or meaning; peers of different versions refuse each other. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** The `v` field of every header this code builds or accepts. */
 export type ProtocolVersion = typeof PROTOCOL_VERSION;
@@ -208,12 +210,16 @@ export interface EvalHeader {
   offline: EvalResult;
 }
 
-/** Worker → coordinator while alive and busy. */
+/**
+ * Either direction, every second, also while a worker computes: the peer is alive. A peer silent past
+ * `--heartbeat-timeout` is dropped (coordinator) or given up on (worker).
+ */
 export interface HeartbeatHeader {
   /** Protocol version ({@link PROTOCOL_VERSION}). */
   v: ProtocolVersion;
   type: 'heartbeat';
-  rank: number;
+  /** The sending worker's rank; absent when the coordinator sends it. */
+  rank?: number;
 }
 
 /** Coordinator → workers: training finished, exit. */

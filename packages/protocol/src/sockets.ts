@@ -110,3 +110,11 @@ export function decodeRouted(frames: readonly Uint8Array[], options: DecodeOptio
 export function encodeRouted(rank: number, header: Header, payload?: Uint8Array): Frame[] {
   return [Buffer.from(routingId(rank), 'latin1'), ...encode(header, payload)];
 }
+
+/**
+ * How often a side sends its heartbeat for a `--heartbeat-timeout` of `timeoutMs` (docs/protocol.md#heartbeats):
+ * every second, or four times per timeout when that is shorter, so that one late beat never looks like silence.
+ */
+export function heartbeatIntervalMs(timeoutMs: number): number {
+  return timeoutMs > 0 ? Math.min(1000, timeoutMs / 4) : 1000;
+}

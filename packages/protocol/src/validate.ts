@@ -51,7 +51,7 @@ export interface ValidationContext {
 }
 
 const WORKER_SENT: ReadonlySet<MessageType> = new Set(['hello', 'weights', 'eval', 'heartbeat', 'error']);
-const COORDINATOR_SENT: ReadonlySet<MessageType> = new Set(['welcome', 'average', 'offline', 'done', 'error']);
+const COORDINATOR_SENT: ReadonlySet<MessageType> = new Set(['welcome', 'average', 'offline', 'heartbeat', 'done', 'error']);
 const KNOWN_TYPES: ReadonlySet<string> = new Set(MESSAGE_TYPES);
 
 // ---- schemas (strict objects; numbers in zod 4 are finite by construction) -------------------------------
@@ -148,7 +148,7 @@ const schemas = {
       offline: evalResultSchema,
     })
     .strict(),
-  heartbeat: z.object({ v: version, type: z.literal('heartbeat'), rank: rank() }).strict(),
+  heartbeat: z.object({ v: version, type: z.literal('heartbeat'), rank: rank().optional() }).strict(),
   done: z.object({ v: version, type: z.literal('done'), round: round() }).strict(),
   error: z.object({ v: version, type: z.literal('error'), rank: rank().optional(), reason: z.string() }).strict(),
 } satisfies { [T in MessageType]: z.ZodType<Extract<Header, { type: T }>> };
@@ -206,7 +206,7 @@ function senderOf(raw: unknown, ctx: ValidationContext): string | undefined {
   const r = raw.rank;
   if (typeof type === 'string' && WORKER_SENT.has(type as MessageType) && Number.isSafeInteger(r) && (r as number) >= 0)
     return `rank ${r as number}`;
-  if (typeof type === 'string' && COORDINATOR_SENT.has(type as MessageType) && type !== 'error') return 'the coordinator';
+  if (typeof type === 'string' && COORDINATOR_SENT.has(type as MessageType) && type !== 'error' && ctx.role !== 'coordinator') return 'the coordinator';
   return undefined;
 }
 
@@ -283,6 +283,10 @@ function checkFacts(header: Header, ctx: ValidationContext, sender: string | und
       fail(`field 'rank' is ${header.rank}, expected an integer in [0, ${workers})`);
     if (ctx.from !== undefined && header.type !== 'welcome' && header.rank !== ctx.from)
       fail(`field 'rank' is ${header.rank} but the message came from rank ${ctx.from}`);
+  }
+  if (header.type === 'heartbeat') {
+    if (ctx.role === 'coordinator' && header.rank === undefined) fail(`field 'rank' is missing (a worker's heartbeat names its rank)`);
+    if (ctx.role === 'worker' && header.rank !== undefined) fail(`field 'rank' is ${header.rank}, but the coordinator's heartbeat names no rank`);
   }
   if (header.type === 'hello' && header.members !== undefined && workers !== undefined && header.rank + header.members > workers)
     fail(`field 'members' is ${header.members}: ranks ${header.rank}–${header.rank + header.members - 1} do not all lie in [0, ${workers})`);

@@ -30,6 +30,7 @@ import {
   chunkPlan,
   decode,
   encode,
+  heartbeatIntervalMs,
   helloProof,
   maxMessageSize,
   randomRoutingId,
@@ -57,8 +58,8 @@ export interface WorkerTrainer {
   readonly modelSize: number;
   /** Restart from a synced vector. */
   load(vector: Float32Array): void;
-  /** Run the local steps of round `round` (1-based). */
-  runRound(round: number): { loss: number; samples: number; computeMs: number; lr: number; step: number };
+  /** Run the local steps of round `round` (1-based), calling `onStep` (if given) after each step. */
+  runRound(round: number, onStep?: () => void): { loss: number; samples: number; computeMs: number; lr: number; step: number };
   /**
    * The vector to send (length syncSize): written into `out` and returned, or the trainer's own array returned
    * instead (no copy), which must then stay unchanged until the next `load`. Sent without copying either way.
@@ -91,8 +92,13 @@ export interface WorkerOptions {
   log: Logger;
   /** Aborting closes the socket; run() then rejects. */
   signal?: AbortSignal;
-  /** Give up when the coordinator is silent this long while a reply is due (ms). */
+  /** Give up when the coordinator has not answered at all this long (ms; absent = wait forever). */
   receiveTimeoutMs?: number;
+  /**
+   * Once the coordinator has answered: give up when it is silent this long (ms; 0 or absent = never). The
+   * coordinator sends a heartbeat every second, and so does this worker, also while it computes.
+   */
+  heartbeatTimeoutMs?: number;
   /** CURVE: check the coordinator's key and present this worker's (`--curve-keys`). */
   curve?: WorkerCurve;
   /**
@@ -160,18 +166,54 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
   /** 16-bit elements read from shared memory land here before decoding, 64Ki at a time. */
   const sharedScratch = new Uint8Array(dtype === 'float32' ? 0 : Math.min(syncSize, 1 << 16) * 2);
 
+  // Heartbeats (docs/protocol.md#heartbeats): from a timer while the event loop is free, and from the trainer
+  // after each step while a round blocks it. zeromq.js allows one pending send: a beat goes out only while no
+  // other send is pending and the socket takes it at once, and every other send waits for the last beat first.
+  const heartbeatTimeoutMs = o.heartbeatTimeoutMs ?? 0;
+  const beatEveryMs = heartbeatIntervalMs(heartbeatTimeoutMs);
+  const heartbeatFrames = encode({ v: PROTOCOL_VERSION, type: 'heartbeat', rank });
+  let sending = false;
+  let lastBeat = 0;
+  let lastBeatSent: Promise<void> = Promise.resolve();
+  function beat(): void {
+    const now = performance.now();
+    if (sending || socket.closed || !socket.writable || now - lastBeat < beatEveryMs) return;
+    lastBeat = now;
+    try {
+      lastBeatSent = socket.send(heartbeatFrames).catch(() => {});
+    } catch {
+      // The socket is closing: the run is ending anyway.
+    }
+  }
+  const beats = setInterval(beat, beatEveryMs);
+  beats.unref();
+  /** Whether anything came from the coordinator yet: its silence counts only from then on. */
+  let heard = false;
+
   /** socket.send, reporting a failed security handshake (which closes the socket) as itself. */
   async function send(frames: Parameters<typeof socket.send>[0]): Promise<void> {
+    sending = true;
     try {
+      await lastBeatSent;
       await socket.send(frames);
     } catch (e) {
       if (handshakeFailure) throw handshakeFailure;
       throw e;
+    } finally {
+      sending = false;
     }
   }
 
-  /** Next message of one of the expected types; an `error` from the coordinator ends the run. */
+  /** Next message of one of the expected types, heartbeats skipped; an `error` from the coordinator ends the run. */
   async function receive<T extends MessageType>(...types: T[]): Promise<{ header: HeaderOf<T>; payload?: Buffer }> {
+    for (;;) {
+      const message = await receiveAny();
+      if (message.header.type !== 'heartbeat') return ofType(message, types);
+    }
+  }
+
+  /** The next message from the coordinator; from the first one on, silence past the heartbeat timeout ends the run. */
+  async function receiveAny(): Promise<{ header: Header; payload?: Buffer }> {
     let frames: Buffer[];
     try {
       frames = await socket.receive();
@@ -179,11 +221,25 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
       if (handshakeFailure) throw handshakeFailure;
       if (o.signal?.aborted) throw o.signal.reason;
       const code = (e as { code?: string }).code;
+      if (code === 'EAGAIN' && heard)
+        throw new WorkerFailure(
+          `worker ${rank}: the coordinator at ${o.connect} has been silent for ${heartbeatTimeoutMs / 1000} s (--heartbeat-timeout); it may have died or hung`,
+          rank,
+        );
       if (code === 'EAGAIN')
         throw new WorkerFailure(`worker ${rank}: no message from the coordinator at ${o.connect} within ${(o.receiveTimeoutMs ?? 0) / 1000} s`, rank);
       throw e;
     }
-    const { header, payload } = decode(frames);
+    const message = decode(frames);
+    if (!heard) {
+      heard = true;
+      socket.receiveTimeout = heartbeatTimeoutMs > 0 ? heartbeatTimeoutMs : -1;
+    }
+    return message;
+  }
+
+  /** The message as one of the expected types; an `error` ends the run, any other type is a ProtocolError. */
+  function ofType<T extends MessageType>({ header, payload }: { header: Header; payload?: Buffer }, types: T[]): { header: HeaderOf<T>; payload?: Buffer } {
     if (header.type === 'error')
       throw welcomed
         ? new WorkerFailure(`worker ${rank}: the coordinator ended the run (${header.reason})`, rank)
@@ -257,7 +313,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
     log.info({ event: 'worker.welcomed', nextRound: welcome.nextRound, workers: welcome.workers });
 
     for (let round = welcome.nextRound; round <= plan.rounds; round++) {
-      const result = trainer.runRound(round);
+      const result = trainer.runRound(round, beat);
       if (localSize > 0) {
         const slot = snapshots[round % 2];
         trainer.readLocalState?.(slot.state);
@@ -294,8 +350,11 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
       const evaluate = evaluatesAfterRound(plan, round);
       if (config.restart === 'offline' || evaluate) await receiveVector('offline', offline, modelChunks.length);
       if (evaluate) {
+        beat();
         const online = trainer.evaluateShard(average.subarray(0, modelSize), plan.workers);
+        beat();
         const off = trainer.evaluateShard(offline, plan.workers);
+        beat();
         await send(encode({ v: PROTOCOL_VERSION, type: 'eval', rank, round, online, offline: off }));
       }
       if (restart !== average) {
@@ -319,6 +378,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
     if (saved.length) o.onStopped?.(saved);
     throw error;
   } finally {
+    clearInterval(beats);
     o.signal?.removeEventListener('abort', close);
     if (!socket.closed) socket.close();
     shared?.close();

@@ -18,12 +18,14 @@ import {
   type RunConfig,
   type TrainingConfig,
   type Transport,
+  WorkerFailure,
+  type WorkerFailurePolicy,
 } from '@hwa/core';
 import { Coordinator } from '@hwa/coordinator';
 import { coordinatorCurve, mib, sharedRoom } from '@hwa/protocol';
 import { LocalTrainer, saveLayersModel, trainInProcess, type Workload } from '@hwa/engine';
 import type { Logger } from 'pino';
-import { launchWorkers, logWorkersStarted, stopWorkers, workerThreads, type LaunchedWorker } from '../launcher.js';
+import { launchWorker, launchWorkers, logWorkersStarted, stopWorkers, workerThreads, type LaunchedWorker, type LaunchOptions } from '../launcher.js';
 import { startNodeRun, type NodeRun } from '../node-average.js';
 import { createLogger } from '../logging.js';
 import { emitRunFailed, progressMode, RunReporter, type ReportOptions } from '../report.js';
@@ -272,6 +274,18 @@ function useSharedMemory(config: RunConfig, localWorkers: boolean, trainer: Loca
   return fits;
 }
 
+/** A rank whose process fails this many times in a row without checking in again stops the run (a crash loop). */
+const RESPAWNS_IN_A_ROW = 3;
+
+/**
+ * What a worker's failure does (docs/processes.md#elastic-workers): `--on-worker-failure`, else `respawn` for
+ * `hwa train` (it starts the workers itself), `continue` for `hwa coordinator` and `abort` for `hwa launch`
+ * (a cluster job ends with a node's failure and is restarted by the cluster).
+ */
+function failurePolicy(config: RunConfig, launcher: boolean, node: boolean): WorkerFailurePolicy {
+  return config.onWorkerFailure ?? (launcher ? 'respawn' : node ? 'abort' : 'continue');
+}
+
 /** Runs the coordinator (and, for `hwa train`, its workers) to the end or to the first failure. */
 async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array; offline: Float32Array }> {
   const { config, dir, log, trainer, reporter, controller } = o;
@@ -281,6 +295,25 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
   let node: NodeRun | null = null;
   const local = o.node?.ranks ?? Array.from({ length: trainer.plan.workers }, (_, rank) => rank);
   const launcher = o.spawnWorkers && !o.node;
+  const policy = failurePolicy(config, launcher, o.node !== undefined);
+  /** Set once the rounds are over: a worker exiting then is not restarted. */
+  let over = false;
+  const failuresInARow = new Map<number, number>();
+  let launchOptions: LaunchOptions | null = null;
+  /** A worker started here exited before the run was over: stop the run, or drop it and maybe start it again. */
+  const workerExited = (failure: WorkerFailure) => {
+    if (over || controller.signal.aborted) return;
+    if (policy === 'abort') return controller.abort(failure);
+    coordinator.dropRank(failure.rank, failure.message);
+    if (policy !== 'respawn' || !launchOptions) return;
+    const times = (failuresInARow.get(failure.rank) ?? 0) + 1;
+    failuresInARow.set(failure.rank, times);
+    if (times > RESPAWNS_IN_A_ROW)
+      return controller.abort(new WorkerFailure(`worker ${failure.rank} failed ${times} times in a row without checking in again; the last time: ${failure.message}`, failure.rank));
+    const worker = launchWorker(launchOptions, failure.rank);
+    workers = workers.map((w) => (w.rank === failure.rank ? worker : w));
+    log.info({ event: 'worker.respawned', rank: worker.rank, pid: worker.pid }, `worker ${worker.rank} started again, pid ${worker.pid}; it rejoins at the next round`);
+  };
   const waiting = waitForRanks(config, trainer.plan.workers, log, launcher ? 'debug' : 'info');
   const coordinator = new Coordinator({
     config: training,
@@ -295,8 +328,15 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     // hwa train's workers are all here: no byte crosses to another machine, nothing to count.
     localRanks: launcher ? undefined : o.spawnWorkers ? local : [],
     progressTimeoutMs: config.progressTimeout * 1000,
+    heartbeatTimeoutMs: config.heartbeatTimeout * 1000,
+    onWorkerFailure: policy,
     joinTimeoutMs: timerMs(config.joinTimeout),
-    onJoin: (info) => waiting.joined(info.rank),
+    onJoin: (info) => {
+      waiting.joined(info.rank);
+      failuresInARow.delete(info.rank);
+    },
+    // A rank dropped for its silence may still run here (hung): end it, and its exit starts it again.
+    onLeave: ({ rank }) => workers.find((w) => w.rank === rank && w.child.exitCode === null && w.child.signalCode === null)?.child.kill('SIGKILL'),
     curve: config.curveKeys ? coordinatorCurve(config.curveKeys) : undefined,
     resume: o.resume,
     log,
@@ -311,7 +351,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
         node.done.catch((failure: unknown) => controller.abort(failure));
         return;
       }
-      workers = launchWorkers({
+      launchOptions = {
         workers: trainer.plan.workers,
         ranks: local,
         gpus: config.gpus,
@@ -319,8 +359,9 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
         connect,
         configFile: join(dir, 'config.json'),
         runDir: dir,
-        onUnexpectedExit: (failure) => controller.abort(failure),
-      });
+        onUnexpectedExit: workerExited,
+      };
+      workers = launchWorkers(launchOptions);
       logWorkersStarted(log, workers, config.gpus);
     },
     onRound: (r) => {
@@ -343,12 +384,14 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
   });
   try {
     const result = await withSignals(controller, log, () => coordinator.run());
+    over = true;
     writeCheckpoint(dir, { state: result.state, offline: result.offline, configHash: hash });
     // Workers (and a node averager) exit by themselves after 'done'; give them a moment, then make sure.
     const exited = [...workers.map((w) => w.exited), ...(node ? [(node as NodeRun).done.catch(() => {})] : [])];
     await Promise.race([Promise.all(exited), new Promise((r) => setTimeout(r, 10_000).unref())]);
     return result;
   } catch (error) {
+    over = true;
     reporter.stopProgress();
     await stopNode(node, error);
     await stopWorkers(workers);

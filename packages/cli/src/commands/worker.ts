@@ -61,6 +61,7 @@ async function runRole(
     log,
     signal,
     receiveTimeoutMs: config.receiveTimeout > 0 ? config.receiveTimeout * 1000 : undefined,
+    heartbeatTimeoutMs: config.heartbeatTimeout * 1000,
     curve,
     // The run folder keeps this worker's momentum when it is stopped, for an exact --resume.
     onStopped: config.outDir ? (snapshots) => writeLocalStates(config.outDir, config.rank, snapshots) : undefined,
