@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BackendError } from '@hwa/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { selectBackend } from '@hwa/engine';
+import { maxAbsDiff } from '../helpers/vectors.js';
 
 const require = createRequire(import.meta.url);
 function installed(spec: string): boolean {
@@ -96,7 +97,7 @@ describe('selectBackend', () => {
     expect((await selectBackend('cpu')).cudaVisibleDevices).toBeNull();
   });
 
-  it('selecting wasm twice is safe, trains a conv net, and repeats bit for bit', async () => {
+  it('selecting wasm twice is safe, and a conv net gradient repeats bit for bit and equals the cpu backend result', async () => {
     await selectBackend('wasm');
     const report = await selectBackend('wasm');
     expect(report.selected).toBe('wasm');
@@ -110,5 +111,11 @@ describe('selectBackend', () => {
     const first = gradient();
     expect(first.length).toBe(27);
     expect(gradient()).toEqual(first);
+    // And right: the same gradient from tfjs's pure-JS cpu backend, the reference (summation order differs).
+    await tf.setBackend('cpu');
+    const reference = gradient();
+    await selectBackend('wasm');
+    const scale = Math.max(1, ...Array.from(reference, Math.abs));
+    expect(maxAbsDiff(first, reference)).toBeLessThanOrEqual(1e-5 * scale);
   });
 });
