@@ -144,9 +144,9 @@ describe('hwa report', () => {
 describe('run.failed', () => {
   const events = (stdout: string) => stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, unknown>);
 
-  it('ends --json output when a worker dies mid-run, with the last round, and the run keeps a report', async () => {
+  it('ends --json output when a worker dies mid-run (--on-worker-failure abort), with the last round, and the run keeps a report', async () => {
     const out = join(root, 'failed');
-    const run = runHwa(['train', ...job, '--epochs', '50', '--eval-every', '8', '--workers', '2', '--json', '--out-dir', out]);
+    const run = runHwa(['train', ...job, '--epochs', '50', '--eval-every', '8', '--workers', '2', '--json', '--on-worker-failure', 'abort', '--out-dir', out]);
     const [, pid] = await run.waitFor(/worker 1 started, pid (\d+)/);
     await run.waitFor(/"event":"round"/);
     process.kill(Number(pid), 'SIGKILL');
