@@ -234,8 +234,9 @@ export class RunReporter {
     for (const [which, result] of [[set, t.final], [' (test)', t.test]] as const) {
       if (!result) continue;
       const what = Number.isNaN(result.online.accuracy) ? 'loss' : 'accuracy';
-      rows.push([`online ${what}${which}`, describeEval(result.online)]);
-      rows.push([`offline ${what}${which}`, describeEval(result.offline)]);
+      // The row already says "loss" when there is no accuracy.
+      rows.push([`online ${what}${which}`, describeEval(result.online, false)]);
+      rows.push([`offline ${what}${which}`, describeEval(result.offline, false)]);
     }
     const width = Math.max(...rows.map(([k]) => k.length));
     process.stderr.write(`\n${rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`).join('\n')}\n\n`);
@@ -305,8 +306,12 @@ export interface RunTotals {
   resumedFrom: number | null;
 }
 
-/** `93.75% (loss 0.3405)`, or `loss 0.0225` where there is no accuracy; user metrics follow: `, mae 0.1043`. */
-export function describeEval(m: EvalMetrics): string {
+/**
+ * `93.75% (loss 0.3405)`, or `loss 0.0225` where there is no accuracy (`0.0225` with `lossNamed` false, where
+ * the label already says loss); user metrics follow: `, mae 0.1043`.
+ */
+export function describeEval(m: EvalMetrics, lossNamed = true): string {
   const extra = Object.entries(m.metrics ?? {}).map(([name, v]) => `, ${name} ${v.toFixed(4)}`).join('');
-  return Number.isNaN(m.accuracy) ? `loss ${m.loss.toFixed(4)}${extra}` : `${percent(m.accuracy)} (loss ${m.loss.toFixed(4)}${extra})`;
+  if (!Number.isNaN(m.accuracy)) return `${percent(m.accuracy)} (loss ${m.loss.toFixed(4)}${extra})`;
+  return `${lossNamed ? 'loss ' : ''}${m.loss.toFixed(4)}${extra}`;
 }
