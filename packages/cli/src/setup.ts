@@ -1,15 +1,19 @@
 /**
- * What every process role does before it trains: pick the tfjs backend, load the data, derive the plan.
+ * What every process role does before it trains: pick the tfjs backend, load the data (or, for a coordinator,
+ * only size it), derive the plan.
  */
 import { makePlan, type RunPlan, type TrainingConfig, type BackendChoice } from '@hwa/core';
-import { selectBackend, type BackendReport, type Workload } from '@hwa/engine';
+import { selectBackend, type BackendReport, type Workload, type WorkloadOutline } from '@hwa/engine';
 import type { Logger } from 'pino';
-import { makeWorkload, shortName } from './user-modules.js';
+import { makeWorkload, outlineWorkload, shortName } from './user-modules.js';
 
-export interface Prepared {
+export interface Prepared<W extends WorkloadOutline | Workload = Workload> {
   backend: BackendReport;
-  /** The model factory, objective and examples (built-in or the user's modules). */
-  workload: Workload;
+  /**
+   * The model factory and objective (built-in or the user's modules), with the examples (a {@link Workload})
+   * or only their sizes (a {@link WorkloadOutline}, what a coordinator prepares).
+   */
+  workload: W;
   plan: RunPlan;
 }
 
@@ -35,15 +39,10 @@ function warnIfGpusUnused(gpus: readonly number[], backend: BackendReport, log: 
   );
 }
 
-/**
- * @param given - a workload built by the caller (the programmatic API's in-process runs, whose model, data,
- *   loss or metrics are functions and objects in memory); default: built from the options.
- */
-export async function prepare(
-  config: TrainingConfig & { backend: BackendChoice; dataDir: string; threads: number; gpus: readonly number[] },
-  log: Logger,
-  given?: Workload,
-): Promise<Prepared> {
+type PrepareConfig = TrainingConfig & { backend: BackendChoice; dataDir: string; threads: number; gpus: readonly number[] };
+
+/** Selects the backend and logs it once, with a loud warning when GPUs were asked for but none loaded. */
+async function backendFor(config: PrepareConfig, log: Logger): Promise<BackendReport> {
   const backend = await selectBackend(
     config.backend,
     (event, fields) => {
@@ -54,6 +53,16 @@ export async function prepare(
   );
   log.info({ event: 'backend.selected', ...backend }, `tfjs backend: ${describeBackend(backend)}`);
   warnIfGpusUnused(config.gpus, backend, log);
+  return backend;
+}
+
+/**
+ * A trainer's preparation (a worker, an in-process run): the backend and the whole workload.
+ * @param given - a workload built by the caller (the programmatic API's in-process runs, whose model, data,
+ *   loss or metrics are functions and objects in memory); default: built from the options.
+ */
+export async function prepare(config: PrepareConfig, log: Logger, given?: Workload): Promise<Prepared> {
+  const backend = await backendFor(config, log);
   const started = performance.now();
   const workload = given ?? (await makeWorkload(config));
   const { train, test, validation } = workload.data;
@@ -62,4 +71,19 @@ export async function prepare(
     `${shortName(config.dataset)}: ${train.count} training, ${validation ? `${validation.count} validation, ` : ''}${test.count} test examples`,
   );
   return { backend, workload, plan: makePlan(config, train.count) };
+}
+
+/**
+ * A coordinator's preparation: the backend and the workload's outline, no example in memory
+ * (docs/processes.md#the-coordinator-holds-no-data).
+ */
+export async function prepareOutline(config: PrepareConfig, log: Logger): Promise<Prepared<WorkloadOutline>> {
+  const backend = await backendFor(config, log);
+  const started = performance.now();
+  const workload = await outlineWorkload(config);
+  log.info(
+    { event: 'data.sized', train: workload.trainCount, validation: workload.hasValidation, ms: Math.round(performance.now() - started) },
+    `${shortName(config.dataset)}: ${workload.trainCount} training examples${workload.hasValidation ? ', a validation split' : ''} (sized, not loaded: the workers load the data)`,
+  );
+  return { backend, workload, plan: makePlan(config, workload.trainCount) };
 }

@@ -4,6 +4,7 @@
  * workers save their state, the coordinator writes its checkpoint — and the CLI exits 130.
  */
 import { HwaError } from '@hwa/core';
+import type { Logger } from 'pino';
 
 /** Thrown when SIGINT/SIGTERM stopped the run; the CLI exits 130. */
 export class Interrupted extends HwaError {
@@ -44,4 +45,20 @@ export async function whileStoppable<T>(
   } finally {
     for (const [cause, handler] of handlers) process.off(cause, handler);
   }
+}
+
+/** Turns SIGINT/SIGTERM (and a parent's exit) into an abort of `controller` for the duration of `body`. */
+export function withSignals<T>(controller: AbortController, log: Logger, body: () => Promise<T>): Promise<T> {
+  // Started by `hwa compare` (it has its IPC channel): the channel closing means the parent is gone, and a run
+  // nobody waits for stops with a checkpoint rather than go on alone. The channel must not keep this process up.
+  process.channel?.unref();
+  return whileStoppable(
+    (reason, cause) => {
+      if (cause === 'disconnect') log.warn({ event: 'run.interrupted', reason: 'parent exited' }, `${reason.message}: stopping the run`);
+      else log.warn({ event: 'run.interrupted', signal: cause }, `${cause}: stopping the run`);
+      controller.abort(reason);
+    },
+    body,
+    { onDisconnect: process.send !== undefined },
+  );
 }

@@ -22,8 +22,10 @@ import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { ConfigError, DataError, isModulePath, type RunConfig, type TrainingConfig } from '@hwa/core';
 import {
-  builtInWorkload,
+  builtInModel,
   dataSpecToSplits,
+  describeDataset,
+  heldOutCount,
   holdOut,
   labelledExamples,
   layersModelFiles,
@@ -35,7 +37,9 @@ import {
   type ExampleSplits,
   type LossSpec,
   type MetricFn,
+  outlineOf,
   type Workload,
+  type WorkloadOutline,
 } from '@hwa/engine';
 import type { DatasetName, ModelName } from '@hwa/core';
 
@@ -201,6 +205,19 @@ export interface GivenParts {
   metrics?: Record<string, MetricFn>;
 }
 
+/** --train-limit/--test-limit on a count. */
+const limited = (count: number, limit: number): number => (limit > 0 && limit < count ? limit : count);
+
+/** The training examples --val-fraction holds out of `trainCount`, or the ConfigError when a side would be empty. */
+function checkedHoldOut(config: Pick<TrainingConfig, 'valFraction' | 'dataset'>, trainCount: number, userValidation: boolean): number {
+  if (config.valFraction <= 0) return 0;
+  if (userValidation) throw new ConfigError(`--val-fraction ${config.valFraction} and the validation set of --dataset ${moduleFile(config.dataset).path}: give one of them`);
+  const held = heldOutCount(trainCount, config.valFraction);
+  if (held === 0 || held === trainCount)
+    throw new ConfigError(`--val-fraction ${config.valFraction} of ${trainCount} training examples leaves ${held} for validation and ${trainCount - held} for training; both need at least one`);
+  return held;
+}
+
 /** The run's examples: built-in or the user's, limited by --train-limit/--test-limit, split by --val-fraction. */
 async function loadSplits(config: TrainingConfig & { dataDir: string }, given?: DataSpec): Promise<ExampleSplits> {
   let splits: ExampleSplits;
@@ -210,16 +227,42 @@ async function loadSplits(config: TrainingConfig & { dataDir: string }, given?: 
     const pair = await loadDataset(config.dataset as DatasetName, { dir: config.dataDir || undefined, trainLimit: config.trainLimit, testLimit: config.testLimit, seed: config.seed });
     splits = { train: labelledExamples(pair.train), test: labelledExamples(pair.test) };
   }
-  const limit = (e: ExampleSplits['train'], n: number) => (n > 0 && n < e.count ? sliceExamples(e, 0, n) : e);
+  const limit = (e: ExampleSplits['train'], n: number) => (limited(e.count, n) < e.count ? sliceExamples(e, 0, n) : e);
   splits = { ...splits, train: limit(splits.train, config.trainLimit), test: limit(splits.test, config.testLimit) };
-  if (config.valFraction > 0) {
-    if (splits.validation) throw new ConfigError(`--val-fraction ${config.valFraction} and the validation set of --dataset ${moduleFile(config.dataset).path}: give one of them`);
-    const held = holdOut(splits.train, config.valFraction, config.seed);
-    if (held.validation.count === 0 || held.train.count === 0)
-      throw new ConfigError(`--val-fraction ${config.valFraction} of ${splits.train.count} training examples leaves ${held.validation.count} for validation and ${held.train.count} for training; both need at least one`);
-    splits = { ...splits, ...held };
-  }
+  if (checkedHoldOut(config, splits.train.count, splits.validation !== undefined) > 0) splits = { ...splits, ...holdOut(splits.train, config.valFraction, config.seed) };
   return splits;
+}
+
+/** The loss option, the model module's `loss` export, or softmax cross-entropy, in that order. */
+const lossOf = (config: TrainingConfig, given: GivenParts, fromModule?: LossSpec): LossSpec =>
+  given.loss ?? (config.loss === 'auto' ? (fromModule ?? 'softmax-cross-entropy') : config.loss);
+
+/**
+ * The model factory and objective of the run: a built-in network for inputs `xShape` and targets `yShape`, or
+ * the user's model, checked to take inputs shaped like one example.
+ */
+async function modelAndObjective(
+  config: TrainingConfig,
+  given: GivenParts,
+  xShape: readonly number[],
+  yShape: readonly number[],
+): Promise<Pick<Workload, 'createModel' | 'objective'>> {
+  if (!given.model && !isModulePath(config.model))
+    return { createModel: builtInModel(config.model as ModelName, xShape, yShape, config.seed), objective: makeObjective(lossOf(config, given), given.metrics, '--loss') };
+  const user: UserModel = given.model ? { createModel: async () => checkedModel('model', await given.model!(tf)) } : await loadUserModel(config.model);
+  const where = given.model ? 'model' : `--model ${moduleFile(config.model).path}`;
+  const objective = makeObjective(lossOf(config, given, user.loss), given.metrics ?? user.metrics, where);
+  const createModel = async () => {
+    const model = await user.createModel();
+    const input = model.inputs.length === 1 ? model.inputs[0].shape.slice(1) : null;
+    const fits = input !== null && input.length === xShape.length && input.every((d, i) => d === null || d === xShape[i]);
+    if (!fits)
+      throw new ConfigError(
+        `${where}: the model takes ${model.inputs.length === 1 ? `inputs [${input?.map((d) => d ?? 'any').join(', ')}]` : `${model.inputs.length} inputs`}, the data's inputs are [${xShape.join(', ')}]; hwa trains models of one input shaped like one example`,
+      );
+    return model;
+  };
+  return { createModel, objective };
 }
 
 /**
@@ -228,21 +271,17 @@ async function loadSplits(config: TrainingConfig & { dataDir: string }, given?: 
  */
 export async function makeWorkload(config: TrainingConfig & Pick<RunConfig, 'dataDir'>, given: GivenParts = {}): Promise<Workload> {
   const data = await loadSplits(config, given.data);
-  const lossOf = (fromModule?: LossSpec): LossSpec => given.loss ?? (config.loss === 'auto' ? (fromModule ?? 'softmax-cross-entropy') : config.loss);
-  if (!given.model && !isModulePath(config.model))
-    return builtInWorkload(config.model as ModelName, data, config.seed, makeObjective(lossOf(), given.metrics, '--loss'));
-  const user: UserModel = given.model ? { createModel: async () => checkedModel('model', await given.model!(tf)) } : await loadUserModel(config.model);
-  const where = given.model ? 'model' : `--model ${moduleFile(config.model).path}`;
-  const objective = makeObjective(lossOf(user.loss), given.metrics ?? user.metrics, where);
-  const createModel = async () => {
-    const model = await user.createModel();
-    const input = model.inputs.length === 1 ? model.inputs[0].shape.slice(1) : null;
-    const fits = input !== null && input.length === data.train.xShape.length && input.every((d, i) => d === null || d === data.train.xShape[i]);
-    if (!fits)
-      throw new ConfigError(
-        `${where}: the model takes ${model.inputs.length === 1 ? `inputs [${input?.map((d) => d ?? 'any').join(', ')}]` : `${model.inputs.length} inputs`}, the data's inputs are [${data.train.xShape.join(', ')}]; hwa trains models of one input shaped like one example`,
-      );
-    return model;
-  };
-  return { objective, data, createModel };
+  return { data, ...(await modelAndObjective(config, given, data.train.xShape, data.train.yShape)) };
+}
+
+/**
+ * The run's workload without its examples, for a coordinator: built-in data is sized from its files' headers;
+ * a user's data module can only be sized by running it, so it is loaded and let go.
+ */
+export async function outlineWorkload(config: TrainingConfig & Pick<RunConfig, 'dataDir'>): Promise<WorkloadOutline> {
+  if (isModulePath(config.dataset)) return outlineOf(await makeWorkload(config));
+  const data = await describeDataset(config.dataset as DatasetName, { dir: config.dataDir || undefined, trainLimit: config.trainLimit, testLimit: config.testLimit, seed: config.seed });
+  const train = limited(data.train, config.trainLimit);
+  const held = checkedHoldOut(config, train, false);
+  return { trainCount: train - held, hasValidation: held > 0, ...(await modelAndObjective(config, {}, data.shape, [data.numClasses])) };
 }

@@ -9,6 +9,7 @@ export * from './objective.js';
 export * from './workload.js';
 export * from './evaluate.js';
 export * from './local-trainer.js';
+export * from './run-model.js';
 export * from './export.js';
 export * from './reference.js';
 export * from './backend/native.js';

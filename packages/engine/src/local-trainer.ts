@@ -26,6 +26,7 @@ import type { ExampleSplits, Examples } from './data/examples.js';
 import { batchNormIndices, evaluateRange, hasBatchNorm, recomputeBatchNorm } from './evaluate.js';
 import { WeightLayout } from './layout.js';
 import type { Objective } from './objective.js';
+import { syncSizeOf } from './run-model.js';
 import { OptimizerStep } from './train-step.js';
 import { builtInWorkload, type Workload } from './workload.js';
 
@@ -83,7 +84,7 @@ export class LocalTrainer {
     this.layout = new WeightLayout(this.model);
     this.modelSize = this.layout.modelSize;
     this.sgd = new OptimizerStep(this.model, config, this.objective.loss);
-    this.syncSize = this.modelSize + (config.momentumSync === 'average' ? this.sgd.stateSize : 0);
+    this.syncSize = syncSizeOf(config, this.model, this.modelSize);
     this.order = new DataOrder(config, train.count, plan.workers, rank, plan.stepsPerEpoch);
     this.batches = new BatchBuilder(train, config.batchSize);
     this.schedule = scheduleOf(config, plan);

@@ -21,8 +21,13 @@ export interface ModelSpec {
 
 export function buildModel(spec: ModelSpec): tf.LayersModel {
   let layerSeed = spec.seed * 1000;
-  const kernel = () => tf.initializers.heNormal({ seed: layerSeed++ });
-  const glorot = () => tf.initializers.glorotUniform({ seed: layerSeed++ });
+  // tfjs reads a seed of 0 as "no seed" and draws from Math.random (`seed ? seed : Math.random()`): -1 stands in.
+  const nextSeed = () => {
+    const s = layerSeed++;
+    return s === 0 ? -1 : s;
+  };
+  const kernel = () => tf.initializers.heNormal({ seed: nextSeed() });
+  const glorot = () => tf.initializers.glorotUniform({ seed: nextSeed() });
   const input = tf.input({ shape: [...spec.inputShape], name: 'image' });
   let x: tf.SymbolicTensor;
   switch (spec.name) {

@@ -42,6 +42,14 @@ export function crossEntropy(logits: tf.Tensor, oneHot: tf.Tensor): tf.Scalar {
 
 const crossEntropyLoss: LossFn = (y, p) => crossEntropy(p, y);
 
+/** State buffers an optimizer keeps per trainable weight: sgd's velocity v; adam's (and adamw's) m and s. */
+const slotsOf = (optimizer: OptimizerName): number => (optimizer === 'sgd' ? 1 : 2);
+
+/** Floats of `optimizer`'s state for `model`, without making it: one or two buffers the size of its trainable weights. */
+export function optimizerStateSize(model: tf.LayersModel, optimizer: OptimizerName): number {
+  return slotsOf(optimizer) * model.trainableWeights.reduce((a, w) => a + w.shape.reduce<number>((x, y) => x * (y ?? 1), 1), 0);
+}
+
 export class OptimizerStep {
   private readonly weights: tf.Variable[];
   /** The state, one buffer per trainable weight per slot: sgd [v], adam [m, s]. */
@@ -60,8 +68,7 @@ export class OptimizerStep {
     private readonly loss: LossFn = crossEntropyLoss,
   ) {
     this.weights = model.trainableWeights.map((w) => w.read() as tf.Variable);
-    const slotCount = options.optimizer === 'sgd' ? 1 : 2;
-    this.slots = Array.from({ length: slotCount }, () => this.weights.map((w) => tf.variable(tf.zerosLike(w), false)));
+    this.slots = Array.from({ length: slotsOf(options.optimizer) }, () => this.weights.map((w) => tf.variable(tf.zerosLike(w), false)));
     this.lossSum = tf.variable(tf.scalar(0), false);
     const { momentum, weightDecay, beta1, beta2, epsilon } = options;
     this.constants = tf.tidy(() => {
@@ -86,7 +93,7 @@ export class OptimizerStep {
 
   /** Floats of the state: one (sgd) or two (adam) buffers the size of the trainable weights. */
   get stateSize(): number {
-    return this.slots.length * this.weights.reduce((a, w) => a + w.size, 0);
+    return optimizerStateSize(this.model, this.options.optimizer);
   }
 
   /** Runs one step on (x, y) with learning rate `lr`, `t` = Adam's 1-based step count; disposes x and y. */

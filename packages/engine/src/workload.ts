@@ -20,13 +20,38 @@ export interface Workload {
   readonly data: ExampleSplits;
 }
 
-/** A built-in network on built-in image data (one-hot labels, softmax cross-entropy), seeded by `seed`. */
-export function builtInWorkload(model: ModelName, data: DatasetPair | ExampleSplits, seed: number, objective: Objective = makeObjective('softmax-cross-entropy')): Workload {
-  const splits: ExampleSplits = 'images' in data.train ? { train: labelledExamples(data.train), test: labelledExamples((data as DatasetPair).test) } : (data as ExampleSplits);
-  const { xShape, yShape } = splits.train;
+/**
+ * What a coordinator knows of a workload without holding its examples: the model factory, the objective, and
+ * the sizes that plan the run (docs/processes.md#the-coordinator-holds-no-data).
+ */
+export interface WorkloadOutline {
+  createModel(): Promise<tf.LayersModel>;
+  readonly objective: Objective;
+  /** Training examples, after the limits and the validation hold-out: the plan's steps per epoch. */
+  readonly trainCount: number;
+  /** Evaluations score a validation set, and the test set is scored once at the end. */
+  readonly hasValidation: boolean;
+}
+
+/** The outline of a loaded workload. */
+export function outlineOf(w: Workload): WorkloadOutline {
+  return { createModel: w.createModel, objective: w.objective, trainCount: w.data.train.count, hasValidation: w.data.validation !== undefined };
+}
+
+/**
+ * The factory of built-in network `model` for inputs `xShape` and one-hot targets `yShape`, seeded by `seed`;
+ * a ConfigError when the shapes do not suit it.
+ */
+export function builtInModel(model: ModelName, xShape: readonly number[], yShape: readonly number[], seed: number): () => Promise<tf.LayersModel> {
   if ((model !== 'mlp' && xShape.length !== 3) || yShape.length !== 1)
     throw new ConfigError(
       `--model ${model} takes ${model === 'mlp' ? 'inputs of any shape' : 'images [height, width, channels]'} and one-hot targets [classes]; the data has inputs [${xShape.join(', ')}] and targets [${yShape.join(', ')}]: give your own --model`,
     );
-  return { objective, data: splits, createModel: async () => buildModel({ name: model, inputShape: xShape, numClasses: yShape[0], seed }) };
+  return async () => buildModel({ name: model, inputShape: xShape, numClasses: yShape[0], seed });
+}
+
+/** A built-in network on built-in image data (one-hot labels, softmax cross-entropy), seeded by `seed`. */
+export function builtInWorkload(model: ModelName, data: DatasetPair | ExampleSplits, seed: number, objective: Objective = makeObjective('softmax-cross-entropy')): Workload {
+  const splits: ExampleSplits = 'images' in data.train ? { train: labelledExamples(data.train), test: labelledExamples((data as DatasetPair).test) } : (data as ExampleSplits);
+  return { objective, data: splits, createModel: builtInModel(model, splits.train.xShape, splits.train.yShape, seed) };
 }

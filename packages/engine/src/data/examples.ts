@@ -63,13 +63,18 @@ export function pickExamples(e: Examples, indices: ArrayLike<number>, name: stri
   return { ...e, name, count: indices.length, x, y };
 }
 
+/** How many of `count` training examples {@link holdOut} moves to validation. */
+export function heldOutCount(count: number, fraction: number): number {
+  return Math.round(fraction * count);
+}
+
 /**
  * `--val-fraction`: holds out round(fraction × count) training examples, drawn by a permutation of the seed,
  * as the validation set; the rest (in their original order) is the training set. Every process draws the
  * same split from the same seed.
  */
 export function holdOut(train: Examples, fraction: number, seed: number): { train: Examples; validation: Examples } {
-  const held = Math.round(fraction * train.count);
+  const held = heldOutCount(train.count, fraction);
   const order = permutation(train.count, mulberry32(mixSeed(seed, 0x7a1)));
   const validation = Array.from(order.subarray(0, held)).sort((a, b) => a - b);
   const kept = Array.from(order.subarray(held)).sort((a, b) => a - b);

