@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RunConfig } from '@hwa/core';
+import { ResourceError, type RunConfig } from '@hwa/core';
 import { runCharts, type Chart } from './report-charts.js';
 import { resultsTable, runResult, summarize, type TextTable } from './results.js';
 import { readRunRecords } from './run-records.js';
@@ -44,9 +44,14 @@ let scripts: string | undefined;
 /** The three libraries' browser builds, each in a script element (read once per process). */
 function libraryScripts(): string {
   scripts ??= LIBRARIES.map((name) => {
-    // Each package's entry point sits in its build/ folder, beside the minified browser bundle.
-    const build = join(dirname(fileURLToPath(import.meta.resolve(name))), BUILDS[name]);
-    const code = readFileSync(build, 'utf8').replace(/\/\/# sourceMappingURL=\S+\s*$/, '');
+    let code: string;
+    try {
+      // Each package's entry point sits in its build/ folder, beside the minified browser bundle.
+      const build = join(dirname(fileURLToPath(import.meta.resolve(name))), BUILDS[name]);
+      code = readFileSync(build, 'utf8').replace(/\/\/# sourceMappingURL=\S+\s*$/, '');
+    } catch (e) {
+      throw new ResourceError(`the report needs the ${name} package's browser build, which this install lacks (${(e as Error).message.split('\n')[0]}): run npm install`);
+    }
     return `<script>/* ${name} */\n${inlineScript(code)}\n</script>`;
   }).join('\n');
   return scripts;

@@ -19,6 +19,9 @@
  * failure (a worker's error, the launcher's abort, the coordinator ending the run) is told to both sides.
  * Heartbeats: the node beats every second both to the coordinator (for its ranks) and to its workers; a worker
  * of the node that dies is the launcher's to notice (its process exits), so the node does not time them out.
+ *
+ * One file over the usual ~400 lines: the node is a coordinator downward and a worker upward, and both
+ * conversations read and write the same per-round state, which a split would pass back and forth.
  */
 import { hostname } from 'node:os';
 import {
