@@ -6,7 +6,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  configHash,
   DivergenceError,
   evaluatesAfterRound,
   trainingPart,
@@ -36,6 +35,8 @@ export interface LaunchNode {
 
 export interface CoordinatorRun {
   config: RunConfig;
+  /** The hash of `config`'s training options, computed once when the run started. */
+  configHash: string;
   dir: string;
   log: Logger;
   /** The run's model: θ0 and the vector sizes. */
@@ -94,7 +95,7 @@ function failurePolicy(config: RunConfig, launcher: boolean, node: boolean): Wor
 export async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array; offline: Float32Array }> {
   const { config, dir, log, model, plan, reporter, controller } = o;
   const training: TrainingConfig = trainingPart(config);
-  const hash = configHash(config);
+  const hash = o.configHash;
   let workers: LaunchedWorker[] = [];
   let node: NodeRun | null = null;
   const local = o.node?.ranks ?? Array.from({ length: plan.workers }, (_, rank) => rank);

@@ -129,7 +129,7 @@ async function startRun<C extends RunConfig>(input: C, role: 'trainer' | 'coordi
 async function coordinateToEnd(run: StartedRun<RunConfig>, bind: string, spawnWorkers: boolean, node?: LaunchNode): Promise<void> {
   const { dir, log, prepared, fixed, reporter, controller, resume } = run;
   const model = await RunModel.create(fixed, prepared.workload.createModel);
-  const result = await runCoordinator({ config: fixed, dir, log, model, plan: prepared.plan, hasValidation: prepared.workload.hasValidation, reporter, controller, bind, spawnWorkers, node, resume });
+  const result = await runCoordinator({ config: fixed, configHash: run.extra.configHash, dir, log, model, plan: prepared.plan, hasValidation: prepared.workload.hasValidation, reporter, controller, bind, spawnWorkers, node, resume });
   await finishOnCoordinator(run, model, result);
 }
 
