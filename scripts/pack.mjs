@@ -33,11 +33,12 @@ for (const p of ['cli', ...bundled])
     process.exit(1);
   }
 
-/** Copies a package's published files (package.json, dist without build caches, bin) to `to`. */
+/** Copies a package's published files (package.json, dist without build caches, bin, python scripts) to `to`. */
 function copyPackage(p, to, json) {
   mkdirSync(to, { recursive: true });
   cpSync(join(root, 'packages', p, 'dist'), join(to, 'dist'), { recursive: true, filter: (f) => !f.endsWith('.tsbuildinfo') });
-  if (existsSync(join(root, 'packages', p, 'bin'))) cpSync(join(root, 'packages', p, 'bin'), join(to, 'bin'), { recursive: true });
+  for (const folder of ['bin', 'python'])
+    if (existsSync(join(root, 'packages', p, folder))) cpSync(join(root, 'packages', p, folder), join(to, folder), { recursive: true });
   writeFileSync(join(to, 'package.json'), JSON.stringify(json, null, 2) + '\n');
 }
 
@@ -118,7 +119,7 @@ copyPackage('cli', stage, {
   // Native TensorFlow is the user's choice (`npm install @tensorflow/tfjs-node`); wasm works without it.
   peerDependencies: optional,
   peerDependenciesMeta: Object.fromEntries(Object.keys(optional).map((n) => [n, { optional: true }])),
-  files: ['dist', 'bin', 'npm-shrinkwrap.json'],
+  files: ['dist', 'bin', 'python', 'npm-shrinkwrap.json'],
 });
 for (const p of bundled) {
   // The bundled packages' own dependency ranges name @hwa/* siblings; npm resolves them inside the bundle.

@@ -1,11 +1,11 @@
 /**
- * PyTorch gloo all-reduce of the same N and K, timed by bench/comm-gloo-allreduce.py with a python that has
+ * PyTorch gloo all-reduce of the same N and K, timed by the package's python/comm-gloo-allreduce.py with a python that has
  * torch: the peer figure `hwa bench comm --gloo PYTHON` prints beside hwa's rounds.
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const GLOO_SCRIPT = fileURLToPath(new URL('../../../../bench/comm-gloo-allreduce.py', import.meta.url));
+const GLOO_SCRIPT = fileURLToPath(new URL('../../python/comm-gloo-allreduce.py', import.meta.url));
 
 /** What the script prints (ms per all-reduce), or why it failed. */
 export interface GlooResult {
