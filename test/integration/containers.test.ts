@@ -27,6 +27,9 @@ function missing(): string | null {
   for (const tool of ['podman', 'docker-compose'])
     if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).status !== 0) return `${tool} is not installed (bash scripts/containers-local.sh up)`;
   if (!existsSync(SOCKET)) return `no podman service on ${SOCKET} (bash scripts/containers-local.sh up)`;
+  // A service that died leaves its socket file behind: ask it.
+  if (spawnSync('curl', ['-fsS', '--max-time', '10', '--unix-socket', SOCKET, 'http://d/_ping'], { stdio: 'ignore' }).status !== 0)
+    return `the podman service on ${SOCKET} does not answer (bash scripts/containers-local.sh up)`;
   if (spawnSync('podman', ['image', 'exists', 'docker.io/library/node:20-bookworm']).status !== 0) return 'no node:20-bookworm base image (bash scripts/containers-local.sh up)';
   return null;
 }
