@@ -325,6 +325,7 @@ async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float32Array
     evalSet: trainer.hasValidation ? 'validation' : 'test',
     bind: o.bind,
     sharedMemory: useSharedMemory(config, launcher, trainer, log),
+    averageThreads: config.averageThreads,
     // hwa train's workers are all here: no byte crosses to another machine, nothing to count.
     localRanks: launcher ? undefined : o.spawnWorkers ? local : [],
     progressTimeoutMs: config.progressTimeout * 1000,
