@@ -11,7 +11,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { ConfigError, ResourceError } from '@hwa/core';
+import { ConfigError, ResourceError, type WireDtype } from '@hwa/core';
 import type { SharedLayout } from '@hwa/protocol';
 import type { Logger } from 'pino';
 
@@ -78,6 +78,16 @@ export function averageThreadCount(option: number | undefined, cores: number = a
   if (!Number.isInteger(option) || option < 0)
     throw new ConfigError(`--average-threads must be a whole number ≥ 0 (0 = the machine's cores, at most ${MAX_AUTO_AVERAGE_THREADS}), got ${option}`);
   return option;
+}
+
+/**
+ * How many threads average each shared-memory round of a run: {@link averageThreadCount} where a split pays
+ * and is exact-safe (float32 files, at least `minFloats` floats, offsets that fit the Int32 control cells), else 1.
+ */
+export function roundThreads(o: { averageThreads?: number; sharedMemory?: boolean; wireDtype: WireDtype; syncSize: number; minFloats?: number }): number {
+  const threads = averageThreadCount(o.averageThreads);
+  const split = Boolean(o.sharedMemory) && o.wireDtype === 'float32' && o.syncSize >= (o.minFloats ?? MIN_THREADED_FLOATS) && o.syncSize < 2 ** 31;
+  return split ? threads : 1;
 }
 
 /** A SharedArrayBuffer-backed vector, for the averager's buffers that helpers write into. */

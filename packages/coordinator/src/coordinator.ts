@@ -87,7 +87,7 @@ import { Context, Router } from 'zeromq';
 import { Admission, contributorName, peerName } from './admission.js';
 import { Watchdog } from './watchdog.js';
 import { averageSharedRange } from './average-range.js';
-import { AverageThreads, MIN_THREADED_FLOATS, averageThreadCount, sharedVector } from './average-threads.js';
+import { AverageThreads, roundThreads, sharedVector } from './average-threads.js';
 import { outcome, pumpRouter } from './router-pump.js';
 import { checkWeights, counts, expectedContributors, newRound, recordOf, type RoundState } from './round.js';
 
@@ -277,10 +277,7 @@ export class Coordinator {
       },
       onSilent: (rank, ms) => this.dropRank(rank, `silent for ${(ms / 1000).toFixed(1)} s (--heartbeat-timeout ${(o.heartbeatTimeoutMs ?? 0) / 1000} s); it may have died or hung`),
     });
-    const threads = averageThreadCount(o.averageThreads);
-    // Splitting pays only for float32 files of long vectors; Int32 control cells bound the offsets.
-    const split = Boolean(o.sharedMemory) && o.config.wireDtype === 'float32' && o.syncSize >= (o.averageThreadsMinFloats ?? MIN_THREADED_FLOATS) && o.syncSize < 2 ** 31;
-    this.averageThreads = split ? threads : 1;
+    this.averageThreads = roundThreads({ ...o, wireDtype: o.config.wireDtype, minFloats: o.averageThreadsMinFloats });
     // Helper threads write the round's θ̄ straight into `incoming`: the averager's buffers must be shared.
     this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial, this.averageThreads > 1 ? { allocate: sharedVector } : {});
     if (o.resume) {
