@@ -19,6 +19,7 @@
  * With `sharedMemory` (`--transport shm`, workers on this machine) the same conversation runs with empty
  * headers: the tensor bytes of chunk c sit in per-rank files in /dev/shm (@hwa/protocol shared-memory.ts),
  * read straight into the kernel's staging slots, and the average is written once for all K workers to read.
+ * While the workers wait for it, threads of this process share that work by ranges (average-threads.ts).
  *
  * A connection may be a node averager (two-level averaging, node-averager.ts) that checked in for several
  * ranks: it sends one vector per round, the mean of its node's workers, and the round averages the
@@ -715,7 +716,8 @@ export class Coordinator {
   /**
    * vector[offset, offset + count) = the mean of the expected ranks' shared weights files over that range, and the
    * same range of the `average` file. Block by block: each rank's block is read straight into the kernel's
-   * staging slots (the read is the transfer), averaged, and written out while it is still in cache.
+   * staging slots (the read is the transfer), averaged, and written out while it is still in cache. The plain
+   * case is split over the averaging threads by ranges of whole blocks, with the same blocks and bits.
    */
   private averageShared(s: RoundState, online: Float32Array, offset: number, count: number): boolean {
     const shared = this.shared as SharedTensorFiles;
