@@ -11,8 +11,8 @@
  * and noisy: with no idle core the split cannot win; note `uptime` next to the figures.
  */
 import { parseArgs } from 'node:util';
-import { StagedMean } from '../packages/core/src/index.js';
-import { SharedTensorFiles } from '../packages/protocol/src/index.js';
+import { StagedMean } from '@hwa/core';
+import { SharedTensorFiles } from '@hwa/protocol';
 import { averageSharedRange } from '../packages/coordinator/src/average-range.js';
 import { AverageThreads, sharedVector } from '../packages/coordinator/src/average-threads.js';
 import pino from 'pino';
