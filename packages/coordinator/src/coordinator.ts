@@ -229,7 +229,7 @@ export class Coordinator {
   private readonly slotOf = new Map<number, number>();
   /** The run's shared-memory files (`sharedMemory` only), made by run(). */
   private shared: SharedTensorFiles | null = null;
-  /** Helper threads that join this one in a shared-memory round's averaging (see average-threads.ts); made by start(). */
+  /** Helper threads that join this one in a shared-memory round's averaging (average-threads.ts): started by run(), seated by start(). */
   private threads: AverageThreads | null = null;
   /** How many threads average a shared-memory round (1: this one alone). */
   private readonly averageThreads: number;
