@@ -16,6 +16,7 @@ import { SharedTensorFiles } from '@hwa/protocol';
 import { averageSharedRange } from '../packages/coordinator/src/average-range.js';
 import { AverageThreads, sharedVector } from '../packages/coordinator/src/average-threads.js';
 import pino from 'pino';
+import { time } from '../packages/cli/src/bench/comm-ceilings.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -45,23 +46,12 @@ const pools = counts.map((t) => {
   return pool;
 });
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-function time(run: () => unknown): number {
-  run(); // untimed: pages and caches settle
-  const ms: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    run();
-    ms.push(performance.now() - t0);
-  }
-  return median(ms);
-}
-
 console.log(`K=${K}, median of ${reps} ms per read + average + write, /dev/shm files`);
 console.log(['floats', '1 thread', ...counts.map((t) => `${t} threads`)].map((c) => c.padStart(11)).join(''));
 for (const n of sizes) {
-  const one = time(() => own(0, n));
-  const split = pools.map((pool) => time(() => pool.run(target, 0, n, own)));
+  // One untimed run first: pages and caches settle.
+  const one = time(() => void own(0, n), reps, 1).median;
+  const split = pools.map((pool) => time(() => void pool.run(target, 0, n, own), reps, 1).median);
   console.log([String(n), ...[one, ...split].map((x) => x.toFixed(3))].map((c) => c.padStart(11)).join(''));
 }
 await Promise.all(pools.map((p) => p.close()));
