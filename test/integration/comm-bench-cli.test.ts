@@ -25,13 +25,14 @@ interface Result {
   memcpyGBps: number;
   averageGBps: number;
   averageStagedGBps: number;
+  averageThreads: number;
 }
 
 it('runs every case, flat and node-averaged, and writes the table, the per-K summary, JSON and SVG', async () => {
   const out = join(dir, 'comm.json');
   const run = runHwa([
     'bench', 'comm', '--sizes', '3k', '--workers', '1,2', '--transports', 'tcp,shm', '--dtypes', 'bfloat16',
-    '--chunk-floats', '700,1000', '--node-sizes', '2', '--rounds', '5', '--warmup', '1', '--out', out,
+    '--chunk-floats', '700,1000', '--node-sizes', '2', '--average-threads', '1,2', '--rounds', '5', '--warmup', '1', '--out', out,
   ]);
   const { code, output } = await run.done;
   expect(code, output).toBe(0);
@@ -40,11 +41,13 @@ it('runs every case, flat and node-averaged, and writes the table, the per-K sum
   expect(output).toMatch(/flat best ms \(option\) +node-averaged best ms \(G, option\) +gloo ms/);
   expect(output).toMatch(/^ *3k +2 +[\d.]+ \(\w+ bfloat16[^)]*\) +[\d.]+ \(G=2, \w+ bfloat16[^)]*\) +- +-$/m);
   const json = JSON.parse(readFileSync(out, 'utf8')) as { results: Result[] };
-  // (K=1 flat, K=2 flat, K=2 through one node of 2) × (tcp for both chunk sizes + shm once: its rounds send
-  // whole vectors)
-  expect(json.results).toHaveLength(3 * (2 + 1));
-  expect(json.results.filter((r) => r.transport === 'shm').map((r) => r.chunkFloats)).toEqual([0, 0, 0]);
-  expect(json.results.filter((r) => r.perNode === 2).map((r) => r.workers)).toEqual(Array(3).fill(2));
+  // (K=1 flat, K=2 flat, K=2 through one node of 2) × (tcp for both chunk sizes + shm once per --average-threads:
+  // its rounds send whole vectors)
+  expect(json.results).toHaveLength(3 * (2 + 2));
+  expect(json.results.filter((r) => r.transport === 'shm').map((r) => r.chunkFloats)).toEqual(Array(6).fill(0));
+  // 16-bit files of 3k floats are averaged on one thread whatever the option says.
+  expect(json.results.map((r) => r.averageThreads)).toEqual(Array(12).fill(1));
+  expect(json.results.filter((r) => r.perNode === 2).map((r) => r.workers)).toEqual(Array(4).fill(2));
   for (const r of json.results) {
     // Through the coordinator: one vector each way per worker (flat) or per node averager.
     expect(r.bytesPerRound).toBe(2 * (r.workers / r.perNode) * r.floats * (r.dtype === 'float32' ? 4 : 2));

@@ -16,6 +16,9 @@ export interface CommRun {
   shared?: boolean;
   /** Folder for the shared-memory files (default /dev/shm). */
   sharedRoot?: string;
+  /** The coordinator's `averageThreads`, and the shortest vector it splits (`averageThreadsMinFloats`). */
+  averageThreads?: number;
+  averageThreadsMinFloats?: number;
   /** Called once the coordinator is bound, with its endpoint, before the workers start. */
   onBound?: (endpoint: string) => unknown;
   /** Rank `rank`'s stand-in for training (default {@link fakeStep}), and its reported loss (default 0). */
@@ -125,6 +128,8 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
       bind: address,
       sharedMemory: r.shared,
       sharedRoot: r.sharedRoot,
+      averageThreads: r.averageThreads,
+      averageThreadsMinFloats: r.averageThreadsMinFloats,
       curve: r.curve?.coordinator,
       log: r.coordinatorLog ?? silent,
       signal: controller.signal,

@@ -3,13 +3,16 @@
  * worker loops end with the same θ̄, θ_HWA and worker vectors as over ipc frames, bit for bit, for every wire
  * dtype, chunk sizes that do not divide the vector, K=3, and both restart modes; the run's shared folder is
  * gone afterwards; a worker that cannot open the files (as on another machine) stops the run with the reason.
+ * Split over averaging threads, a round equals the single-threaded one and an independent mean bit for bit.
  */
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WIRE_DTYPES } from '@hwa/core';
+import { Writable } from 'node:stream';
+import { WIRE_DTYPES, meanRangeInto } from '@hwa/core';
+import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { bitsOf, runDistributed, type CommResult, type CommRun } from './comm-harness.js';
+import { bitsOf, fakeStep, initialVector, runDistributed, type CommResult, type CommRun } from './comm-harness.js';
 
 const root = mkdtempSync(join(tmpdir(), 'hwa-shm-test-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -73,5 +76,33 @@ describe('shared-memory edge cases', () => {
       window: 2,
     });
     await expect(run).rejects.toThrow(/cannot open the shared-memory file .*weights-\d.*coordinator's machine/);
+  });
+});
+
+describe('shared-memory rounds split over averaging threads', () => {
+  it('equal the single-threaded rounds and an independent mean, bit for bit', async () => {
+    // 4 blocks and a tail (65536 floats a block): parts of 2+2 blocks for 2 threads, 1+1+2(+tail) for 3.
+    const syncSize = 4 * 65_536 + 123;
+    const base: CommRun = { transport: 'ipc', shared: true, sharedRoot: root, syncSize, modelSize: syncSize - 3, workers: 3, dtype: 'float32', chunkFloats: 0, restart: 'online', rounds: 4, roundsPerEpoch: 2, window: 2 };
+    const single = await runDistributed({ ...base, averageThreads: 1 });
+    // The oracle: each round, every rank steps from θ̄ and θ̄ becomes the JS mean of the K vectors.
+    let theta = initialVector(syncSize);
+    for (let round = 1; round <= base.rounds; round++) {
+      const vectors = Array.from({ length: base.workers }, (_, rank) => {
+        const v = Float32Array.from(theta);
+        fakeStep(rank)(v, round);
+        return v;
+      });
+      theta = meanRangeInto(new Float32Array(syncSize), vectors);
+    }
+    expectSameBits(single.online, theta, 'one thread vs the oracle');
+    for (const averageThreads of [2, 3]) {
+      const text: string[] = [];
+      const log = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _enc, done) => (text.push(chunk.toString()), done()) }));
+      const split = await runDistributed({ ...base, averageThreads, averageThreadsMinFloats: 1, coordinatorLog: log });
+      expect(text.join(''), 'the rounds ran on the threads').toContain(`"event":"average.threads","threads":${averageThreads}`);
+      expectSameRun(split, single, `${averageThreads} threads vs one`);
+      expect(readdirSync(root).filter((name) => name.startsWith('hwa-'))).toEqual([]);
+    }
   });
 });

@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { killAll, readCheckpoint, runHwa } from '../helpers/cli.js';
-import { fakeStep, runDistributed, type CommRun } from './comm-harness.js';
+import { bitsOf, fakeStep, runDistributed, type CommRun } from './comm-harness.js';
 
 const root = mkdtempSync(join(tmpdir(), 'hwa-finite-'));
 afterEach(killAll);
@@ -65,6 +65,33 @@ describe.each(cases)('over %s', (_name, over) => {
     const both = (rank: number) => poisoned(rank, 4, 10, Infinity)(rank);
     await expect(runDistributed({ ...base, ...over, step: both })).rejects.toThrow(
       /training diverged: no worker's contribution to round 4 was finite \(rank 0: its weights are not finite at element 10; rank 1: .*\); the run stops at round 3, the last finite one/,
+    );
+  });
+});
+
+describe('shared memory split over averaging threads', () => {
+  // 3 blocks of 65536 floats and a tail, 3 threads: parts [0, 65536), [65536, 131072), [131072, end).
+  const threaded: CommRun = { ...base, transport: 'ipc', shared: true, syncSize: 3 * 65_536 + 7, modelSize: 3 * 65_536, chunkFloats: 0, averageThreads: 3, averageThreadsMinFloats: 1 };
+
+  // The last part, though finite, is averaged without the refused rank too, as the serial path does.
+  it('a NaN in a helper thread\'s part is refused as on one thread, and the run ends with the same bits', async () => {
+    const runs = [];
+    for (const averageThreads of [3, 1]) {
+      const { log, lines } = capture();
+      const result = await runDistributed({ ...threaded, averageThreads, coordinatorLog: log, step: poisoned(1, 3, 70_000, NaN) });
+      expect(result.records.map((r) => r.refused ?? [])).toEqual([[], [], [1], [], [], []]);
+      expect(lines().filter((l) => l.event === 'round.refused')).toEqual([expect.objectContaining({ round: 3, rank: 1, reason: 'its weights are not finite at element 70000' })]);
+      runs.push(result);
+    }
+    expect(bitsOf(runs[0].online)).toEqual(bitsOf(runs[1].online));
+    expect(bitsOf(runs[0].offline)).toEqual(bitsOf(runs[1].offline));
+  });
+
+  it('NaNs of both ranks in two helpers\' parts stop the run as on one thread', async () => {
+    // Rank 0 is refused in the middle part, after which rank 1 alone is averaged until its NaN in the last part.
+    const both = (rank: number) => poisoned(rank, 2, rank === 0 ? 70_000 : 150_000, -Infinity)(rank);
+    await expect(runDistributed({ ...threaded, step: both })).rejects.toThrow(
+      /no worker's contribution to round 2 was finite \(rank 0: its weights are not finite at element 70000; rank 1: its weights are not finite at element 150000\); the run stops at round 1/,
     );
   });
 });

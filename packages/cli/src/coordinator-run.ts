@@ -130,6 +130,7 @@ export async function runCoordinator(o: CoordinatorRun): Promise<{ online: Float
     evalSet: o.hasValidation ? 'validation' : 'test',
     bind: o.bind,
     sharedMemory: useSharedMemory(config, launcher, { workers: plan.workers, syncSize: model.syncSize, modelSize: model.modelSize }, log),
+    averageThreads: config.averageThreads,
     // hwa train's workers are all here: no byte crosses to another machine, nothing to count.
     localRanks: launcher ? undefined : o.spawnWorkers ? local : [],
     progressTimeoutMs: config.progressTimeout * 1000,

@@ -19,6 +19,7 @@
  * With `sharedMemory` (`--transport shm`, workers on this machine) the same conversation runs with empty
  * headers: the tensor bytes of chunk c sit in per-rank files in /dev/shm (@hwa/protocol shared-memory.ts),
  * read straight into the kernel's staging slots, and the average is written once for all K workers to read.
+ * While the workers wait for it, threads of this process share that work by ranges (average-threads.ts).
  *
  * A connection may be a node averager (two-level averaging, node-averager.ts) that checked in for several
  * ranks: it sends one vector per round, the mean of its node's workers, and the round averages the
@@ -86,6 +87,8 @@ import type { Logger } from 'pino';
 import { Context, Router } from 'zeromq';
 import { Admission, contributorName, peerName } from './admission.js';
 import { Watchdog } from './watchdog.js';
+import { averageSharedRange } from './average-range.js';
+import { AverageThreads, roundThreads, sharedVector } from './average-threads.js';
 import { outcome, pumpRouter } from './router-pump.js';
 import { checkWeights, counts, expectedContributors, newRound, recordOf, type RoundState } from './round.js';
 
@@ -139,6 +142,15 @@ export interface CoordinatorOptions {
   sharedMemory?: boolean;
   /** Folder for the shared-memory files (default /dev/shm, else the OS temp folder). */
   sharedRoot?: string;
+  /**
+   * Threads that share a shared-memory round's reading, averaging and writing, this one included, each taking a
+   * contiguous range of the vector (`--average-threads`; 0 or absent = the machine's cores, at most 4; 1 = this
+   * thread alone). Only float32 rounds with every contributor in, none refused and equal weights are split, and
+   * only vectors of at least `averageThreadsMinFloats` floats; the result is the same to the bit either way.
+   */
+  averageThreads?: number;
+  /** The shortest vector whose rounds are split over threads (default MIN_THREADED_FLOATS, 1Mi floats). */
+  averageThreadsMinFloats?: number;
   /** CURVE: encrypt all traffic and admit only workers with these public keys (`--curve-keys`). */
   curve?: CoordinatorCurve;
   /** Continue from a checkpoint (`--resume`): workers are welcomed into round `resume.round + 1`. */
@@ -217,6 +229,10 @@ export class Coordinator {
   private readonly slotOf = new Map<number, number>();
   /** The run's shared-memory files (`sharedMemory` only), made by run(). */
   private shared: SharedTensorFiles | null = null;
+  /** Helper threads that join this one in a shared-memory round's averaging (average-threads.ts): started by run(), seated by start(). */
+  private threads: AverageThreads | null = null;
+  /** How many threads average a shared-memory round (1: this one alone). */
+  private readonly averageThreads: number;
   /** CURVE runs: the socket's own ZeroMQ context (its ZAP handler is the admission's). */
   private context: Context | null = null;
   /**
@@ -262,7 +278,9 @@ export class Coordinator {
       },
       onSilent: (rank, ms) => this.dropRank(rank, `silent for ${(ms / 1000).toFixed(1)} s (--heartbeat-timeout ${(o.heartbeatTimeoutMs ?? 0) / 1000} s); it may have died or hung`),
     });
-    this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial);
+    this.averageThreads = roundThreads({ ...o, wireDtype: o.config.wireDtype, minFloats: o.averageThreadsMinFloats });
+    // Helper threads write the round's θ̄ straight into `incoming`: the averager's buffers must be shared.
+    this.averager = new HierarchicalAverager(o.plan, o.config, o.modelSize, o.syncSize, o.initial, this.averageThreads > 1 ? { allocate: sharedVector } : {});
     if (o.resume) {
       this.averager.restoreState(o.resume);
       if (o.resume.round >= o.plan.rounds)
@@ -295,6 +313,7 @@ export class Coordinator {
       const bytes = this.stager.slotBytes(j);
       return new Uint16Array(bytes.buffer, bytes.byteOffset, this.stager.blockFloats);
     });
+    this.threads?.seat(this.contributors.map((c) => c.rank));
   }
 
   /** Bytes of one vector of `floats` sent to every contributor in the run, and how many of them cross to other machines. */
@@ -321,6 +340,16 @@ export class Coordinator {
         const { workers } = this.o.plan;
         this.shared = SharedTensorFiles.create({ workers, syncSize: this.o.syncSize, modelSize: this.o.modelSize, dtype: this.o.config.wireDtype }, this.o.sharedRoot);
         this.log.info({ event: 'shared.created', dir: this.shared.dir }, `tensors go through shared memory in ${this.shared.dir}`);
+        // Started while the workers check in, so that they are ready by the first round.
+        if (this.averageThreads > 1)
+          this.threads = new AverageThreads({
+            helpers: this.averageThreads - 1,
+            dir: this.shared.dir,
+            layout: this.shared.layout,
+            targets: [this.averager.online, this.averager.incoming],
+            blockFloats: StagedMean.defaultBlockFloats,
+            log: this.log,
+          });
       }
       if (this.context) await this.admission.startCurve(this.context, this.socket.events);
       try {
@@ -361,6 +390,8 @@ export class Coordinator {
       run.release();
       this.finished = true;
       this.socket.close();
+      // No extra tick when there are no threads: the closes below stay synchronous with the socket's.
+      if (this.threads) await this.threads.close();
       this.shared?.close();
       this.admission.close();
     }
@@ -686,15 +717,24 @@ export class Coordinator {
   /**
    * vector[offset, offset + count) = the mean of the expected ranks' shared weights files over that range, and the
    * same range of the `average` file. Block by block: each rank's block is read straight into the kernel's
-   * staging slots (the read is the transfer), averaged, and written out while it is still in cache.
+   * staging slots (the read is the transfer), averaged, and written out while it is still in cache. The plain
+   * case is split over the averaging threads by ranges of whole blocks, with the same blocks and bits.
    */
   private averageShared(s: RoundState, online: Float32Array, offset: number, count: number): boolean {
     const shared = this.shared as SharedTensorFiles;
     const block = this.stager.blockFloats;
     const dtype = this.o.config.wireDtype;
     const slots = this.codeTable ? this.codeSlots : this.contributors.map((_, j) => this.stager.slot(j));
-    for (let start = offset; start < offset + count; start += block) {
-      const n = Math.min(block, offset + count - start);
+    const end = offset + count;
+    // The fast case split over threads; from a part that was not finite on, the serial loop below takes over,
+    // so refusals (and the blocks after them) are exactly the serial path's.
+    if (this.threads && s.refused.length === 0 && s.absent.size === 0 && equalWeights(s.weights)) {
+      const ranks = this.contributors.map((c) => c.rank);
+      const redo = this.threads.run(online, offset, count, (at, n) => averageSharedRange(shared, ranks, this.stager, online, at, n));
+      if (redo !== null) offset = redo;
+    }
+    for (let start = offset; start < end; start += block) {
+      const n = Math.min(block, end - start);
       this.contributors.forEach((c, j) => {
         if (!s.absent.has(j)) shared.read('weights', c.rank, this.stager.slotBytes(j), start, n);
       });

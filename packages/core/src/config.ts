@@ -124,6 +124,14 @@ export const runtimeShape = {
     .describe(
       'how processes talk: ZeroMQ over ipc or tcp; shm = ipc messages with tensors in shared memory (/dev/shm; every worker on the coordinator\'s machine); auto = shm for `hwa train` when /dev/shm has room, else ipc (`hwa coordinator`: frames)',
     ),
+  // Not a training option: how many threads average changes no bit of the result (elementwise kernel).
+  averageThreads: z
+    .number()
+    .int()
+    .min(0)
+    .max(64)
+    .default(0)
+    .describe('threads that share the coordinator\'s averaging of a shared-memory (--transport shm) round, each taking a range of the vector (0 = the machine\'s cores, at most 4; 1 = one thread); float32 vectors of 1Mi floats or more only, same result either way'),
   gpus: z.array(z.number().int().min(0)).default([]).describe('one worker per listed GPU id (sets CUDA_VISIBLE_DEVICES per worker)'),
   resume: z
     .string()
@@ -181,7 +189,7 @@ export const runtimeShape = {
  */
 const NOT_FOR_ROLE = {
   coordinator: ['inProcess', 'gpus'],
-  worker: ['inProcess', 'gpus', 'transport', 'resume', 'checkpointEvery', 'progressTimeout', 'onWorkerFailure', 'joinTimeout', 'progress', 'progressEvery', 'json', 'tensorboard'],
+  worker: ['inProcess', 'gpus', 'transport', 'averageThreads', 'resume', 'checkpointEvery', 'progressTimeout', 'onWorkerFailure', 'joinTimeout', 'progress', 'progressEvery', 'json', 'tensorboard'],
 } as const satisfies Record<string, readonly (keyof typeof runtimeShape)[]>;
 
 /** The runtime option keys a standalone role reads. */

@@ -13,6 +13,17 @@ import { ConfigError, DivergenceError } from './errors.js';
 import type { OfflineAverager, OfflineState } from './offline.js';
 import { feedsOffline, makeOfflineAverager, type RunPlan } from './plan.js';
 
+/** Makes a zeroed vector of `floats` floats, e.g. on a SharedArrayBuffer that other threads write into. */
+export type VectorAllocator = (floats: number) => Float32Array;
+
+export interface AveragerOptions {
+  /**
+   * Allocates the two θ̄ buffers (`online`, `incoming`); default plain arrays. The coordinator passes
+   * SharedArrayBuffer-backed ones when threads of its own write the round's average into `incoming`.
+   */
+  allocate?: VectorAllocator;
+}
+
 export class HierarchicalAverager {
   /**
    * Two θ̄ buffers: `online` (the last completed round's) and `incoming` (where the next round's average is
@@ -41,11 +52,19 @@ export class HierarchicalAverager {
     /** Floats of the whole synced vector (model + momentum when averaged). */
     readonly syncSize: number,
     initial: Float32Array,
+    options: AveragerOptions = {},
   ) {
     if (syncSize < modelSize) throw new ConfigError(`sync size ${syncSize} is smaller than the model size ${modelSize}`);
     if (initial.length !== syncSize)
       throw new ConfigError(`initial vector has ${initial.length} floats, expected ${syncSize}`);
-    this.buffers = [Float32Array.from(initial), Float32Array.from(initial)];
+    const copy = (): Float32Array => {
+      if (!options.allocate) return Float32Array.from(initial);
+      const v = options.allocate(syncSize);
+      if (v.length !== syncSize) throw new ConfigError(`the allocator made ${v.length} floats, asked for ${syncSize}`);
+      v.set(initial);
+      return v;
+    };
+    this.buffers = [copy(), copy()];
     this.averager = makeOfflineAverager(plan, config, modelSize);
     this.offlineBuffer = this.averager ? Float32Array.from(initial.subarray(0, modelSize)) : null;
     this.restartBuffer = config.restart === 'offline' ? Float32Array.from(initial) : null;

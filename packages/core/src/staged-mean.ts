@@ -73,6 +73,8 @@ function isCount(v: number, min: number): boolean {
  * (allocated once, never grown, so the views stay valid), plus an output slot.
  */
 export class StagedMean {
+  /** The default `blockFloats` (see the constructor). */
+  static readonly defaultBlockFloats = 65536;
   /**
    * true when the wasm kernel is in use (false: JS fallback). With K = 1 the slots are still wasm memory, but
    * averaging is a copy.
@@ -98,7 +100,7 @@ export class StagedMean {
     /** K, the number of vectors averaged. */
     readonly workers: number,
     /** Floats per slot. */
-    readonly blockFloats = 65536,
+    readonly blockFloats = StagedMean.defaultBlockFloats,
   ) {
     if (!isCount(workers, 1)) throw new ConfigError(`StagedMean: workers must be a positive integer, got ${workers}`);
     if (!isCount(blockFloats, 1))

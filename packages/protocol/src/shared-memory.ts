@@ -204,6 +204,20 @@ export class SharedTensorFiles {
    * @throws ProtocolError naming the file when it is missing (a worker on another machine) or of the wrong size.
    */
   static open(dir: string, rank: number, layout: SharedLayout): SharedTensorFiles {
+    return SharedTensorFiles.openFiles(dir, layout, [rank], 'r+', 'r');
+  }
+
+  /**
+   * An averaging thread's view of a coordinator's files (`dir` made by {@link create} with this `layout`): every
+   * rank's weights file to read and the `average` file to write, checked like {@link open}. It does not own them.
+   * @throws ProtocolError naming a file that is missing or of the wrong size.
+   */
+  static attach(dir: string, layout: SharedLayout): SharedTensorFiles {
+    return SharedTensorFiles.openFiles(dir, layout, sharedRanks(layout), 'r', 'r+');
+  }
+
+  /** Opens the weights files of `ranks` and the two broadcast files with these flags, checking their sizes. */
+  private static openFiles(dir: string, layout: SharedLayout, ranks: readonly number[], weightsFlags: string, averageFlags: string): SharedTensorFiles {
     const element = bytesPerElement(layout.dtype);
     const fds: number[] = [];
     const open = (name: string, flags: string, floats: number) => {
@@ -225,8 +239,8 @@ export class SharedTensorFiles {
     };
     try {
       const weights = Array.from({ length: layout.workers }, () => -1);
-      weights[rank] = open(fileName('weights', rank), 'r+', layout.syncSize);
-      const average = open('average', 'r', layout.syncSize);
+      for (const rank of ranks) weights[rank] = open(fileName('weights', rank), weightsFlags, layout.syncSize);
+      const average = open('average', averageFlags, layout.syncSize);
       const offline = open('offline', 'r', layout.modelSize);
       return new SharedTensorFiles(dir, layout, weights, average, offline, false);
     } catch (e) {

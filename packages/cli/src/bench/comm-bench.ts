@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { freemem, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { WireDtype } from '@hwa/core';
+import { roundThreads } from '@hwa/coordinator';
 import { bytesPerElement } from '@hwa/protocol';
 import type { Logger } from 'pino';
 import { summarize, type InProcessCosts, type Timing } from './comm-ceilings.js';
@@ -36,6 +37,8 @@ export interface BenchCommOptions {
   dtypes: WireDtype[];
   /** Chunk sizes in floats (0 = one frame per vector). */
   chunkFloats: number[];
+  /** The coordinator's `--average-threads` values to run each shm case with (0 = auto). */
+  averageThreads: number[];
   /** Measured rounds per case (≥ 5). */
   rounds: number;
   /** Unmeasured rounds first. */
@@ -66,6 +69,8 @@ export interface CaseResult {
   perNode: number;
   /** The coordinator's link: to the workers (flat) or to the node averagers. */
   transport: Transport;
+  /** Threads that averaged each round (roundThreads: 1 unless shm float32 of at least 1Mi floats). */
+  averageThreads: number;
   dtype: WireDtype;
   /** Floats per round message (0 = whole vectors, as shm always sends). */
   chunkFloats: number;
@@ -166,10 +171,14 @@ export async function measureComm(o: BenchCommOptions, log: Logger, sink: BenchS
             for (const transport of o.transports) {
               // shm rounds send whole vectors whatever --chunk-floats says (roundChunkPlan): run them once.
               if (transport === 'shm' && chunkFloats !== o.chunkFloats[0]) continue;
-              const run = await runCase(c, transport, o.warmup, o.rounds, log, perNode);
-              const result = caseResult(c, transport, perNode, inProcess, run.rounds.map((r) => r), run.echoMs);
-              results.push(result);
-              sink.result(result);
+              // Only shm rounds are averaged on threads: other transports run once.
+              for (const option of transport === 'shm' ? o.averageThreads : [1]) {
+                const threads = roundThreads({ averageThreads: option, sharedMemory: transport === 'shm', wireDtype: dtype, syncSize: floats });
+                const run = await runCase(c, transport, o.warmup, o.rounds, log, perNode, option);
+                const result = caseResult(c, transport, perNode, threads, inProcess, run.rounds.map((r) => r), run.echoMs);
+                results.push(result);
+                sink.result(result);
+              }
             }
           }
         }
@@ -190,6 +199,7 @@ function caseResult(
   c: CommCase,
   transport: Transport,
   perNode: number,
+  averageThreads: number,
   inProcess: InProcessCosts,
   rounds: { wallMs: number; meanMs?: number; encodeMs?: number; offlineMs?: number }[],
   echoMs: number[],
@@ -203,7 +213,7 @@ function caseResult(
   const averageGBps = gbps(workers * floats * 4, inProcess.average.median);
   const averageStagedGBps = gbps(workers * floats * 4, inProcess.averageStaged.median);
   return {
-    floats, workers, perNode, transport, dtype, chunkFloats: transport === 'shm' ? 0 : chunkFloats, echoChunkFloats: chunkFloats, bytesPerRound,
+    floats, workers, perNode, transport, averageThreads, dtype, chunkFloats: transport === 'shm' ? 0 : chunkFloats, echoChunkFloats: chunkFloats, bytesPerRound,
     round, roundGBps: gbps(bytesPerRound, round.median),
     echo, echoGBps: gbps(bytesPerRound, echo.median), roundOverEcho: round.median / echo.median,
     coordinator: {

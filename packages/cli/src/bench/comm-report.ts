@@ -15,7 +15,7 @@ import { lineChartSvg, type Series } from './svg-chart.js';
 export const ms = (x: number) => (Number.isFinite(x) ? (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)) : '-');
 
 const COLUMNS = [
-  ['N', 6], ['K', 2], ['path', 5], ['tr', 4], ['dtype', 8], ['chunk', 6], ['round min/med/max ms', 21], ['GB/s', 5], ['echo ms', 7],
+  ['N', 6], ['K', 2], ['path', 5], ['tr', 4], ['thr', 3], ['dtype', 8], ['chunk', 6], ['round min/med/max ms', 21], ['GB/s', 5], ['echo ms', 7],
   ['÷echo', 6], ['avg ms', 7], ['kernel ms', 9], ['avg÷memcpy', 10], ['enc ms', 6], ['offl ms', 7], ['conv e/d ms', 11],
 ] as const;
 
@@ -28,7 +28,7 @@ const pathName = (perNode: number) => (perNode > 1 ? `G=${perNode}` : 'flat');
 
 function tableRow(r: CaseResult): string {
   return row([
-    fmtCount(r.floats), String(r.workers), pathName(r.perNode), r.transport, r.dtype, r.chunkFloats ? fmtCount(r.chunkFloats) : 'none',
+    fmtCount(r.floats), String(r.workers), pathName(r.perNode), r.transport, String(r.averageThreads), r.dtype, r.chunkFloats ? fmtCount(r.chunkFloats) : 'none',
     `${ms(r.round.min)}/${ms(r.round.median)}/${ms(r.round.max)}`, r.roundGBps.toFixed(2), ms(r.echo.median),
     Number.isFinite(r.roundOverEcho) ? r.roundOverEcho.toFixed(2) : '-', ms(r.coordinator.mean.median), ms(r.inProcess.average.median),
     `${(r.averageOverMemcpy * 100).toFixed(0)}%`, ms(r.coordinator.encode.median), ms(r.coordinator.offline.median),
@@ -61,7 +61,10 @@ function fastest(results: readonly CaseResult[]): CaseResult | undefined {
   return results.reduce<CaseResult | undefined>((b, r) => (!b || r.round.median < b.round.median ? r : b), undefined);
 }
 
-const option = (r: CaseResult) => `${r.transport} ${r.dtype}${r.chunkFloats ? ` c${fmtCount(r.chunkFloats)}` : ''}`;
+/** "shm ×2": a transport and, for rounds averaged on several threads, how many. */
+const transportName = (r: CaseResult) => `${r.transport}${r.averageThreads > 1 ? ` ×${r.averageThreads}` : ''}`;
+
+const option = (r: CaseResult) => `${transportName(r)} ${r.dtype}${r.chunkFloats ? ` c${fmtCount(r.chunkFloats)}` : ''}`;
 
 /** Per N and K: the best flat round, the best node-averaged round, gloo, and hwa's best ÷ gloo. */
 export function perWorkersTable(bench: CommBench): string {
@@ -119,6 +122,7 @@ export function writeResults(bench: CommBench, o: BenchCommOptions): string {
         definitions: {
           round: "coordinator wall time from one round's averages being queued to the next round's (ms)",
           perNode: 'workers per node averager; 1 = flat (every worker to the coordinator)',
+          averageThreads: 'threads that averaged each shm round in the coordinator (--average-threads, resolved; 1 for other transports and short vectors)',
           bytesPerRound: '2·C·N·bytes per element through the coordinator (C vectors in, C averages out; C = K flat, K/G node-averaged)',
           GBps: 'bytes per round / median time, 1e9 bytes per GB',
           averageGBps: 'K·N·4 input bytes / median time of the standalone mean kernel on inputs in its staging slots (shm rounds)',
@@ -152,7 +156,7 @@ function chart(results: CaseResult[]): string {
     const k = multiK ? ` K${r.workers}` : '';
     const chunk = multiChunk ? ` c${r.chunkFloats ? fmtCount(r.chunkFloats) : '-'}` : '';
     const path = r.perNode > 1 ? ` G${r.perNode}` : '';
-    add(`${r.transport} ${r.dtype}${k}${path}${chunk}`, r.floats, r.round.median, false);
+    add(`${transportName(r)} ${r.dtype}${k}${path}${chunk}`, r.floats, r.round.median, false);
   }
   for (const r of results.filter((x) => x.perNode === 1))
     add(`echo ${r.transport} ${bytesPerElement(r.dtype) * 8}-bit${multiK ? ` K${r.workers}` : ''}`, r.floats, r.echo.median, true);

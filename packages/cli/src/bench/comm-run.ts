@@ -53,7 +53,7 @@ function removeIpc(address: string): void {
  * flat or through node averagers of `perNode` workers each.
  * @throws WorkerFailure if a worker or node process dies; the others are killed before this returns.
  */
-export async function runCase(c: CommCase, transport: Transport, warmup: number, measured: number, log: Logger, perNode = 1): Promise<CaseRun> {
+export async function runCase(c: CommCase, transport: Transport, warmup: number, measured: number, log: Logger, perNode = 1, averageThreads = 0): Promise<CaseRun> {
   const controller = new AbortController();
   const children: ChildProcess[] = [];
   const echoRouter = new Router(ECHO_ROUTER_OPTIONS);
@@ -78,6 +78,7 @@ export async function runCase(c: CommCase, transport: Transport, warmup: number,
       initial: weightLike(c.floats, 3),
       bind: endpoint(transport),
       sharedMemory: transport === 'shm',
+      averageThreads,
       log,
       signal: controller.signal,
       joinTimeoutMs: 600_000,

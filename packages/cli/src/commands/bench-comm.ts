@@ -107,6 +107,11 @@ export function registerBenchCommands(program: Command): void {
     )
     .addOption(new Option('--dtypes <list>', 'wire dtypes').argParser(list(oneOf(WIRE_DTYPES))).default([...WIRE_DTYPES], WIRE_DTYPES.join(',')))
     .addOption(new Option('--chunk-floats <list>', 'floats per chunk, 0 = one frame per vector (k/M suffixes)').argParser(list(parseCount)).default([1 << 18], '262144'))
+    .addOption(
+      new Option('--average-threads <list>', 'the coordinator\'s --average-threads for the shm cases, one case each (0 = the cores, at most 4)')
+        .argParser(list(intAtLeast(0)))
+        .default([0], '0'),
+    )
     .addOption(new Option('--rounds <n>', 'measured rounds per case (≥ 5)').argParser(intAtLeast(5)).default(10))
     .addOption(new Option('--warmup <n>', 'unmeasured rounds before them').argParser(intAtLeast(1)).default(2))
     .addOption(

@@ -43,7 +43,7 @@ import { Interrupted } from '../signals.js';
 
 const { mode: _mode, ...sharedTraining } = trainingShape;
 /** The runtime options a comparison hands to each of its runs (not --in-process: runs go through the launcher). */
-const RUN_RUNTIME_KEYS = ['backend', 'threads', 'transport', 'gpus', 'checkpointEvery', 'progressTimeout', 'joinTimeout', 'curveKeys', 'dataDir', 'logLevel', 'progress', 'progressEvery', 'json', 'tensorboard'] as const;
+const RUN_RUNTIME_KEYS = ['backend', 'threads', 'transport', 'averageThreads', 'gpus', 'checkpointEvery', 'progressTimeout', 'joinTimeout', 'curveKeys', 'dataDir', 'logLevel', 'progress', 'progressEvery', 'json', 'tensorboard'] as const;
 
 /** What `hwa compare` adds to the training options. */
 export const compareShape = {
