@@ -95,11 +95,16 @@ export function perWorkersTable(bench: CommBench): string {
 export function summaryText(bench: CommBench, o: BenchCommOptions): string {
   let text = `\nmedian round per N and K (hwa: the fastest wire option measured; gloo: PyTorch all-reduce${o.gloo ? '' : ', not run: --gloo PYTHON'}):\n`;
   text += perWorkersTable(bench);
-  for (const r of bench.results.filter((x) => x.dtype === 'float32' && x.perNode === 1 && x.transport === o.transports[0]))
+  // The kernel is timed once per N and K: one line per pair, whatever the thread counts of the rounds.
+  const seen = new Set<string>();
+  for (const r of bench.results.filter((x) => x.dtype === 'float32' && x.perNode === 1 && x.transport === o.transports[0])) {
+    if (seen.has(`${r.floats}/${r.workers}`)) continue;
+    seen.add(`${r.floats}/${r.workers}`);
     text +=
       `averaging N=${fmtCount(r.floats)} K=${r.workers}: ${r.averageGBps.toFixed(2)} GB/s = ${(r.averageOverMemcpy * 100).toFixed(0)}% of memcpy ${r.memcpyGBps.toFixed(2)} GB/s ` +
       `(kernel on staged blocks, as shm rounds run it); ${r.averageStagedGBps.toFixed(2)} GB/s = ${((r.averageStagedGBps / r.memcpyGBps) * 100).toFixed(0)}% ` +
       `when the inputs are first copied in from JS memory, as frame rounds do\n`;
+  }
   return text;
 }
 
