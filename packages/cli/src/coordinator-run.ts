@@ -60,7 +60,7 @@ export interface CoordinatorRun {
 
 /**
  * Whether tensors go through /dev/shm: `--transport shm`, or `auto` when the launcher starts the workers (so
- * all are on this machine) and the files fit — measured 70–95 ms rounds against 300–470 ms over ipc frames at
+ * all are on this machine) and the files fit — measured 64 ms rounds against about 400 ms over ipc frames at
  * 25M floats (docs/measurements.md#shared-memory-vs-sockets). A standalone coordinator's workers may be
  * anywhere: frames.
  */
