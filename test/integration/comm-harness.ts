@@ -149,21 +149,22 @@ export async function runDistributed(r: CommRun): Promise<CommResult> {
       const bind = await uniqueAddress('ipc');
       nodeAddresses.push(bind);
       for (const rank of ranks) connectTo[rank] = bind;
-      nodes.push(
-        new NodeAverager({
-          config,
-          configHash: configHash(config),
-          workers: r.workers,
-          ranks,
-          upstream: at,
-          bind,
-          sharedRoot: r.sharedRoot,
-          log: silent,
-          signal: controller.signal,
-          // Toward the coordinator a node presents its first rank's keys; its workers talk to it without CURVE.
-          curve: r.curve?.workers[first],
-        }).run(),
-      );
+      const node = new NodeAverager({
+        config,
+        configHash: configHash(config),
+        workers: r.workers,
+        ranks,
+        upstream: at,
+        bind,
+        sharedRoot: r.sharedRoot,
+        log: silent,
+        signal: controller.signal,
+        // Toward the coordinator a node presents its first rank's keys; its workers talk to it without CURVE.
+        curve: r.curve?.workers[first],
+      }).run();
+      // Handled at once: a node may fail while the next one's address is still being found.
+      node.catch((e: unknown) => controller.abort(e));
+      nodes.push(node);
       first += size;
     }
     const workers = trainers.map((trainer, rank) =>
