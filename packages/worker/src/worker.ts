@@ -212,14 +212,14 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
     }
   }
 
-  /** When a receive last returned: a receive long after it follows a busy stretch (a round, an evaluation). */
+  /** When a receive last returned: a receive long after it follows a busy stretch (loading, a round, an evaluation). */
   let lastReceived = performance.now();
 
   /** The next message from the coordinator; from the first one on, silence past the heartbeat timeout ends the run. */
   async function receiveAny(): Promise<{ header: Header; payload?: Buffer }> {
     // zeromq.js arms the receive timeout from libuv's cached clock, which a round that blocked the event loop
     // leaves stale: one turn of the loop first, or the blocked time would count as the coordinator's silence.
-    if (heard && heartbeatTimeoutMs > 0 && performance.now() - lastReceived > beatEveryMs) await new Promise((r) => setTimeout(r, 0));
+    if (socket.receiveTimeout > 0 && performance.now() - lastReceived > beatEveryMs) await new Promise((r) => setTimeout(r, 0));
     let frames: Buffer[];
     try {
       frames = await socket.receive();
