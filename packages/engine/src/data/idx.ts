@@ -175,11 +175,8 @@ function scaleInto(out: Float32Array, at: number, src: Uint8Array, n: number): v
 /** Bytes read per step when streaming a raw image file. */
 const CHUNK = 1 << 20;
 
-/**
- * The validated header of an IDX image file, read without its pixels (a gzip file is inflated to check its
- * length, as {@link readIdxImages} would).
- */
-export async function readIdxImagesHeader(file: string, hint = REDOWNLOAD_HINT): Promise<IdxImagesHeader> {
+/** An opened IDX file: its handle (the caller closes it), its length, its first bytes (up to 16), and whether it is gzipped. */
+async function openIdx(file: string, hint: string): Promise<{ handle: FileHandle; length: number; head: Uint8Array; gzipped: boolean }> {
   let handle: FileHandle;
   try {
     handle = await open(file, 'r');
@@ -190,10 +187,21 @@ export async function readIdxImagesHeader(file: string, hint = REDOWNLOAD_HINT):
     const length = (await handle.stat()).size;
     const head = new Uint8Array(Math.min(16, length));
     await handle.read(head, 0, head.length, 0);
-    if (!(head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b)) return parseIdxImagesHeader(head, length, file, hint);
-  } finally {
+    return { handle, length, head, gzipped: head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b };
+  } catch (err) {
     await handle.close();
+    throw err;
   }
+}
+
+/**
+ * The validated header of an IDX image file, read without its pixels (a gzip file is inflated to check its
+ * length, as {@link readIdxImages} would).
+ */
+export async function readIdxImagesHeader(file: string, hint = REDOWNLOAD_HINT): Promise<IdxImagesHeader> {
+  const { handle, length, head, gzipped } = await openIdx(file, hint);
+  await handle.close();
+  if (!gzipped) return parseIdxImagesHeader(head, length, file, hint);
   const bytes = await readMaybeGzip(file, hint);
   return parseIdxImagesHeader(bytes.subarray(0, 16), bytes.length, file, hint);
 }
@@ -212,17 +220,9 @@ export async function readIdxImages(
   /** Called with the validated header before any pixel is converted; throw to stop. */
   check?: (header: IdxImagesHeader) => void,
 ): Promise<IdxImagesHeader & { readonly images: Float32Array; readonly kept: number }> {
-  let handle: FileHandle;
+  const { handle, length, head, gzipped } = await openIdx(file, hint);
   try {
-    handle = await open(file, 'r');
-  } catch (err) {
-    throw new DataError(`${file}: cannot read: ${(err as Error).message}; ${hint}`);
-  }
-  try {
-    const length = (await handle.stat()).size;
-    const head = new Uint8Array(Math.min(16, length));
-    await handle.read(head, 0, head.length, 0);
-    if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
+    if (gzipped) {
       const parsed = parseIdxImages(await readMaybeGzip(file, hint), file, hint);
       check?.(parsed);
       const kept = limit ? Math.min(limit, parsed.count) : parsed.count;
