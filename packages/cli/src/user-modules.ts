@@ -205,6 +205,9 @@ export interface GivenParts {
   metrics?: Record<string, MetricFn>;
 }
 
+/** What loadDataset and describeDataset take from the run's options. */
+const builtInOptions = (config: TrainingConfig & { dataDir: string }) => ({ dir: config.dataDir || undefined, trainLimit: config.trainLimit, testLimit: config.testLimit, seed: config.seed });
+
 /** --train-limit/--test-limit on a count. */
 const limited = (count: number, limit: number): number => (limit > 0 && limit < count ? limit : count);
 
@@ -224,7 +227,7 @@ async function loadSplits(config: TrainingConfig & { dataDir: string }, given?: 
   if (given) splits = await dataSpecToSplits(given, 'data');
   else if (isModulePath(config.dataset)) splits = await loadUserData(config.dataset, config.seed);
   else {
-    const pair = await loadDataset(config.dataset as DatasetName, { dir: config.dataDir || undefined, trainLimit: config.trainLimit, testLimit: config.testLimit, seed: config.seed });
+    const pair = await loadDataset(config.dataset as DatasetName, builtInOptions(config));
     splits = { train: labelledExamples(pair.train), test: labelledExamples(pair.test) };
   }
   const limit = (e: ExampleSplits['train'], n: number) => (limited(e.count, n) < e.count ? sliceExamples(e, 0, n) : e);
@@ -280,8 +283,8 @@ export async function makeWorkload(config: TrainingConfig & Pick<RunConfig, 'dat
  */
 export async function outlineWorkload(config: TrainingConfig & Pick<RunConfig, 'dataDir'>): Promise<WorkloadOutline> {
   if (isModulePath(config.dataset)) return outlineOf(await makeWorkload(config));
-  const data = await describeDataset(config.dataset as DatasetName, { dir: config.dataDir || undefined, trainLimit: config.trainLimit, testLimit: config.testLimit, seed: config.seed });
-  const train = limited(data.train, config.trainLimit);
-  const held = checkedHoldOut(config, train, false);
-  return { trainCount: train - held, hasValidation: held > 0, ...(await modelAndObjective(config, {}, data.shape, [data.numClasses])) };
+  // describeDataset applies the limits already: its counts are what loadDataset would give.
+  const data = await describeDataset(config.dataset as DatasetName, builtInOptions(config));
+  const held = checkedHoldOut(config, data.train, false);
+  return { trainCount: data.train - held, hasValidation: held > 0, ...(await modelAndObjective(config, {}, data.shape, [data.numClasses])) };
 }
