@@ -229,6 +229,15 @@ describe('loadDataset for IDX sets', () => {
     await expectDataError(load, 't10k-labels-idx1-ubyte: truncated', `hwa data download mnist --dir ${dir}`);
   });
 
+  it('with both label files damaged, names the training one, however the reads interleave', async () => {
+    // A training split that takes longer to read than the test split: a first-to-fail report would name t10k.
+    write('train-images-idx3-ubyte', idxImages(3000, 28, 28, (n, i) => (n + i) % 256));
+    write('t10k-images-idx3-ubyte', idxImages(5, 28, 28, () => 0));
+    write('train-labels-idx1-ubyte', Buffer.alloc(0));
+    write('t10k-labels-idx1-ubyte', Buffer.alloc(0));
+    for (let i = 0; i < 3; i++) await expectDataError(loadDataset('mnist', { dir }), 'train-labels-idx1-ubyte: truncated');
+  });
+
   it('rejects unknown names and bad limits with a ConfigError', async () => {
     await expect(loadDataset('imagenet' as 'mnist')).rejects.toBeInstanceOf(ConfigError);
     const bad = loadDataset('synthetic', { trainLimit: -1 });

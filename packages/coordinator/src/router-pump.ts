@@ -66,6 +66,8 @@ export function outcome<T>(signal: AbortSignal | undefined, onAbort: (reason: un
     resolve = res;
     reject = rej;
   });
+  // The run awaits `done` only once it has bound; an abort while it binds would otherwise count as unhandled.
+  done.catch(() => {});
   const abort = () => onAbort(signal?.reason ?? new Error('aborted'));
   if (signal?.aborted) queueMicrotask(abort);
   signal?.addEventListener('abort', abort, { once: true });

@@ -135,9 +135,20 @@ async function findIdxFiles(
   );
 }
 
+/**
+ * Every promise's value, like Promise.all; when some fail, the first failure in the list's order, so that a
+ * folder with several bad files names the same one (the training split's) on every run.
+ */
+async function allInOrder<T>(promises: Promise<T>[]): Promise<T[]> {
+  const settled = await Promise.allSettled(promises);
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+}
+
 async function loadIdxPair(name: 'mnist' | 'fashion-mnist', files: IdxFiles, options: LoadDatasetOptions): Promise<DatasetPair> {
   const { hint } = files;
-  const [train, test] = await Promise.all([
+  const [train, test] = await allInOrder([
     loadIdxDataset({ imagesFile: files.trainImages, labelsFile: files.trainLabels, name: `${name}/train`, limit: options.trainLimit, hint }),
     loadIdxDataset({ imagesFile: files.testImages, labelsFile: files.testLabels, name: `${name}/test`, limit: options.testLimit, hint }),
   ]);
@@ -258,7 +269,7 @@ export async function describeDataset(name: DatasetName, options: LoadDatasetOpt
   switch (located.format) {
     case 'idx': {
       const { files } = located;
-      const [train, test] = await Promise.all([files.trainImages, files.testImages].map((f) => readIdxImagesHeader(f, files.hint)));
+      const [train, test] = await allInOrder([files.trainImages, files.testImages].map((f) => readIdxImagesHeader(f, files.hint)));
       return { train: limited(train.count, options.trainLimit), test: limited(test.count, options.testLimit), shape: [train.height, train.width, 1], numClasses: 10 };
     }
     case 'cifar10': {
@@ -266,7 +277,7 @@ export async function describeDataset(name: DatasetName, options: LoadDatasetOpt
         const sizes = await Promise.all(names.map(async (f) => (await stat(join(located.found, f))).size));
         return sizes.reduce((a, b) => a + Math.floor(b / CIFAR10_RECORD_BYTES), 0);
       };
-      const [train, test] = await Promise.all([records(CIFAR10_TRAIN_FILES), records(CIFAR10_TEST_FILES)]);
+      const [train, test] = await allInOrder([records(CIFAR10_TRAIN_FILES), records(CIFAR10_TEST_FILES)]);
       return { train: limited(train, options.trainLimit), test: limited(test, options.testLimit), shape: [32, 32, 3], numClasses: 10 };
     }
     case 'synthetic':
