@@ -96,6 +96,15 @@ describe('CIFAR-10 binary loader', () => {
     expect(message).toContain(`hwa data download cifar10 --dir ${dir}`);
   });
 
+  it('with several damaged batch files, names the first of them on every run', async () => {
+    writeCifar(dir, 2);
+    for (const f of ['data_batch_2.bin', 'data_batch_5.bin']) writeFileSync(join(dir, f), records([1]).subarray(0, 100));
+    for (let i = 0; i < 5; i++) {
+      const message = await dataError(loadDataset('cifar10', { dir }));
+      expect(message).toContain(join(dir, 'data_batch_2.bin'));
+    }
+  });
+
   it('rejects a label outside 0..9, naming the record', async () => {
     const file = join(dir, 'b.bin');
     writeFileSync(file, records([1, 2, 12]));

@@ -8,6 +8,7 @@ import { stat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DataError } from '@hwa/core';
 import type { Dataset } from './dataset.js';
+import { allInOrder } from './all-in-order.js';
 
 /** Per-channel (R, G, B) mean of the CIFAR-10 training set, on pixels scaled to [0, 1]. */
 export const CIFAR10_MEAN = [0.4914, 0.4822, 0.4465] as const;
@@ -134,7 +135,7 @@ export interface Cifar10SplitOptions {
 export async function loadCifar10Split(options: Cifar10SplitOptions): Promise<Dataset> {
   const hint = options.hint ?? 're-download the dataset';
   // Sizes first, so the output is allocated once and a bad file fails before any decoding.
-  const counts = await Promise.all(options.files.map((f) => recordCount(f, hint)));
+  const counts = await allInOrder(options.files.map((f) => recordCount(f, hint)));
   const total = counts.reduce((a, b) => a + b, 0);
   const count = options.limit ? Math.min(options.limit, total) : total;
   const images = new Float32Array(count * PIXELS);

