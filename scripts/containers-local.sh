@@ -49,10 +49,20 @@ EOF
 }
 
 service() {
+  # conmon starts in the service's working directory: a service whose directory was deleted (a removed clone it
+  # was started from) still answers pings but cannot start a container, so it is started again.
+  local pid
+  pid=$(cat /run/podman/hwa-service.pid 2>/dev/null || true)
+  if [ -n "$pid" ] && [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == *" (deleted)" ]]; then
+    say "restarting the podman service: its working directory was deleted"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    rm -f "$SOCKET" /run/podman/hwa-service.pid
+  fi
   if [ -S "$SOCKET" ] && curl -fsS --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then say "podman service running on $SOCKET"; return; fi
   mkdir -p "$(dirname "$SOCKET")"
   say "starting podman system service on $SOCKET"
-  nohup podman system service --time=0 "unix://$SOCKET" >/var/tmp/hwa-podman-service.log 2>&1 &
+  (cd / && exec nohup podman system service --time=0 "unix://$SOCKET" >/var/tmp/hwa-podman-service.log 2>&1) &
   echo $! >/run/podman/hwa-service.pid
   for _ in $(seq 50); do curl -fsS --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && return; sleep 0.2; done
   say "podman service did not answer on $SOCKET (log: /var/tmp/hwa-podman-service.log)"; exit 1
