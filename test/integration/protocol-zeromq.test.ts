@@ -20,13 +20,14 @@ import {
   hasTensor,
   readTensorInto,
   routingId,
+  sendQueued,
   socketOptions,
   tensorFrame,
   type Header,
 } from '@hwa/protocol';
 import { Packr } from 'msgpackr';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Dealer, Router } from 'zeromq';
+import { Dealer, Router, curveKeyPair } from 'zeromq';
 import { TRANSPORTS, releaseAddress, uniqueAddress } from '../helpers/addresses.js';
 
 const v = PROTOCOL_VERSION;
@@ -210,5 +211,36 @@ describe.each(TRANSPORTS)('protocol over zeromq %s', (transport) => {
     // libzmq reports a mandatory ROUTER with no peers as not writable, so zeromq.js waits for one to connect.
     router.sendTimeout = 100;
     await expect(router.send(encodeRouted(0, { v, type: 'done', round: 1 }))).rejects.toMatchObject({ code: 'EHOSTUNREACH' });
+  });
+});
+
+describe('sendQueued', () => {
+  it('waits, never rejects with EAGAIN, while DEALERs lose their pipes to a failed handshake; rejects once closed', async () => {
+    // DEALERs without keys connected to a CURVE server: the pipe libzmq made at connect() goes away when the
+    // handshake fails. A plain send() caught between zeromq.js's writable check and its deferred send rejects
+    // with EAGAIN (in about one trial of ten on the reference machine); sendQueued must wait for a pipe instead.
+    const server = curveKeyPair();
+    const outcomes: string[] = [];
+    for (let trial = 0; trial < 24; trial++) {
+      const router = new Router({ curveServer: true, curveSecretKey: server.secretKey, curvePublicKey: server.publicKey, linger: 0 });
+      await router.bind('tcp://127.0.0.1:0');
+      const dealers = Array.from({ length: 8 }, () => {
+        const dealer = new Dealer({ linger: 0, sendHighWaterMark: 0 });
+        // As a worker does: it watches for the handshake failure (the event reader changes the timing).
+        dealer.events.on('handshake:error:protocol', () => {});
+        dealer.connect(router.lastEndpoint as string);
+        return dealer;
+      });
+      const sending = dealers.map(async (dealer) => {
+        for (;;) await sendQueued(dealer, ['a', Buffer.alloc(100)]);
+      });
+      const waited = new Promise<string>((r) => setTimeout(() => r('waiting'), 150));
+      outcomes.push(...(await Promise.all(sending.map((s) => Promise.race([s.then(() => 'resolved', (e: { code?: string }) => `rejected ${e.code}`), waited])))));
+      for (const dealer of dealers) dealer.close();
+      // Closing a socket ends its wait: the pending send rejects.
+      for (const s of sending) await expect(s).rejects.toBeDefined();
+      router.close();
+    }
+    expect(outcomes).toEqual(Array(24 * 8).fill('waiting'));
   });
 });

@@ -67,15 +67,16 @@ import {
   type WorkerFailurePolicy,
 } from '@hwa/core';
 import {
-  PROTOCOL_VERSION,
   bytesPerElement,
   chunkPlan,
-  roundChunkPlan,
   decodeTable,
   encode,
   findNonFinite,
   float32View,
   maxMessageSize,
+  PROTOCOL_VERSION,
+  roundChunkPlan,
+  sendQueued,
   SharedTensorFiles,
   tensorFrame,
   type CoordinatorCurve,
@@ -477,7 +478,7 @@ export class Coordinator {
   }
 
   private send(identity: Buffer, frames: (Buffer | Uint8Array)[]): Promise<void> {
-    const next = this.sendChain.then(() => this.socket.send([identity, ...frames]));
+    const next = this.sendChain.then(() => sendQueued(this.socket, [identity, ...frames]));
     this.sendChain = next.catch((e) => this.fail(e));
     return next;
   }

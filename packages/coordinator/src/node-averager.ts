@@ -39,18 +39,19 @@ import {
   type TrainingConfig,
 } from '@hwa/core';
 import {
-  PROTOCOL_VERSION,
-  SharedTensorFiles,
+  chunkPlan,
   decode,
   decodeTable,
   encode,
   findNonFinite,
+  heartbeatIntervalMs,
   helloProof,
   maxMessageSize,
+  PROTOCOL_VERSION,
   randomRoutingId,
   roundChunkPlan,
-  chunkPlan,
-  heartbeatIntervalMs,
+  sendQueued,
+  SharedTensorFiles,
   tensorFrame,
   type Header,
   type HeaderOf,
@@ -210,12 +211,12 @@ export class NodeAverager {
   }
 
   private sendLocal(identity: Buffer, frames: Uint8Array[]): void {
-    this.localChain = this.localChain.then(() => this.local.send([identity, ...frames])).catch((e) => this.fail(e));
+    this.localChain = this.localChain.then(() => sendQueued(this.local, [identity, ...frames])).catch((e) => this.fail(e));
   }
 
   private sendUp(frames: Uint8Array[]): void {
     const socket = this.upstream as Dealer;
-    this.upChain = this.upChain.then(() => socket.send(frames)).catch((e) => this.fail(e));
+    this.upChain = this.upChain.then(() => sendQueued(socket, frames)).catch((e) => this.fail(e));
   }
 
   /** The node's heartbeat, to its workers and (once it has joined) to the coordinator. */

@@ -118,3 +118,30 @@ export function encodeRouted(rank: number, header: Header, payload?: Uint8Array)
 export function heartbeatIntervalMs(timeoutMs: number): number {
   return timeoutMs > 0 ? Math.min(1000, timeoutMs / 4) : 1000;
 }
+
+/** A socket as {@link sendQueued} needs it: a zeromq Dealer or Router. */
+export interface QueueingSocket<M> {
+  send(message: M): Promise<void>;
+  readonly closed: boolean;
+  /** ms; -1 (libzmq's default) waits for as long as it takes. */
+  sendTimeout: number;
+}
+
+/**
+ * `socket.send(message)` that keeps the promise of a send without a timeout: it settles once the message is
+ * queued. zeromq.js checks that the socket is writable, then may send on a later tick; when the peer's pipe
+ * went away in between (a dropped connection, a failed handshake), that send rejects with EAGAIN although
+ * nothing was queued. Such a send is tried again, after one turn of the loop so a socket event that explains
+ * the loss is handled first; the retry then waits for a pipe. Other errors, a closed socket or a socket with a
+ * send timeout reject as before.
+ */
+export async function sendQueued<M>(socket: QueueingSocket<M>, message: M): Promise<void> {
+  for (;;) {
+    try {
+      return await socket.send(message);
+    } catch (e) {
+      if ((e as { code?: unknown }).code !== 'EAGAIN' || socket.closed || socket.sendTimeout >= 0) throw e;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+}

@@ -25,17 +25,18 @@ import {
 } from '@hwa/core';
 import type { EvalTally, RunPlan } from '@hwa/core';
 import {
-  PROTOCOL_VERSION,
-  SharedTensorFiles,
   chunkPlan,
   decode,
   encode,
   heartbeatIntervalMs,
   helloProof,
   maxMessageSize,
+  PROTOCOL_VERSION,
   randomRoutingId,
   readTensorInto,
   roundChunkPlan,
+  sendQueued,
+  SharedTensorFiles,
   tensorFrame,
   type Header,
   type HeaderOf,
@@ -195,7 +196,7 @@ export async function runWorker(o: WorkerOptions): Promise<{ rounds: number }> {
     sending = true;
     try {
       await lastBeatSent;
-      await socket.send(frames);
+      await sendQueued(socket, frames);
     } catch (e) {
       if (handshakeFailure) throw handshakeFailure;
       throw e;
